@@ -1,0 +1,299 @@
+// The effective configuration written back out, in the file's own key names and shape:
+// YAML for `outrider print-config`, JSON for the admin `/config` endpoint. Both outputs load
+// back to an equal configuration (JSON is YAML), which the tests check.
+
+/// The configuration as a tree, so YAML and JSON share one description of the shape.
+indirect enum RenderedValue {
+    case mapping([(key: String, value: RenderedValue)])
+    case list([RenderedValue])
+    /// A user string: quoted in YAML when plain style would change its meaning.
+    case text(String)
+    /// A duration, size or keyword: plain in YAML, a string in JSON.
+    case notation(String)
+    case number(Int)
+    case bool(Bool)
+    /// A secret (certificate key, client secret, cookie secret…): always shown as
+    /// `<redacted>`. Nothing in this build is secret yet; sections that hold one (tls, auth)
+    /// must render it through this case.
+    case secret
+}
+
+extension OutriderConfiguration {
+    /// The effective config as YAML, every default filled in, secrets as `<redacted>`.
+    public func renderYAML() -> String {
+        var output = "# Effective Outrider configuration: every default filled in.\n"
+        YAMLWriter.writeMapping(ConfigTree.render(self), indent: 0, into: &output)
+        return output
+    }
+
+    /// The same content as JSON, pretty-printed.
+    public func renderJSON() -> String {
+        var output = ""
+        JSONWriter.write(.mapping(ConfigTree.render(self)), indent: 0, into: &output)
+        return output + "\n"
+    }
+}
+
+enum ConfigTree {
+    static func render(_ config: OutriderConfiguration) -> [(key: String, value: RenderedValue)] {
+        let workers: RenderedValue
+        switch config.workers {
+        case .auto: workers = .notation("auto")
+        case .fixed(let count): workers = .number(count)
+        }
+        return [
+            ("workers", workers),
+            ("log_level", .notation(config.logLevel.rawValue)),
+            ("admin", .mapping([("address", .text(config.admin.address.description))])),
+            ("access_log", .mapping([
+                ("format", .notation(config.accessLog.format.rawValue)),
+                ("path", destination(config.accessLog.path)),
+            ])),
+            ("drain", .mapping([
+                ("delay", duration(config.drain.delay)),
+                ("timeout", duration(config.drain.timeout)),
+            ])),
+            ("listeners", .list(config.listeners.map(listener))),
+            ("clusters", .list(config.clusters.map(cluster))),
+        ]
+    }
+
+    private static func destination(_ destination: LogDestination) -> RenderedValue {
+        switch destination {
+        case .stdout: return .notation("stdout")
+        case .stderr: return .notation("stderr")
+        case .file(let path): return .text(path)
+        }
+    }
+
+    private static func duration(_ value: Duration) -> RenderedValue { .notation(DurationNotation.format(value)) }
+    private static func size(_ value: Int64) -> RenderedValue { .notation(SizeNotation.format(value)) }
+
+    private static func listener(_ listener: ListenerConfig) -> RenderedValue {
+        .mapping([
+            ("name", .text(listener.name)),
+            ("address", .text(listener.address.description)),
+            ("direction", .notation(listener.direction.rawValue)),
+            ("protocols", .list(listener.protocols.map { .notation($0.rawValue) })),
+            ("original_destination", .bool(false)),
+            ("limits", .mapping([
+                ("max_connections", .number(listener.limits.maxConnections)),
+                ("max_header_bytes", size(Int64(listener.limits.maxHeaderBytes))),
+                ("max_headers", .number(listener.limits.maxHeaders)),
+                ("max_request_body", size(listener.limits.maxRequestBody)),
+                ("h2_max_concurrent_streams", .number(listener.limits.h2MaxConcurrentStreams)),
+            ])),
+            ("timeouts", .mapping([
+                ("header_read", duration(listener.timeouts.headerRead)),
+                ("idle", duration(listener.timeouts.idle)),
+            ])),
+            ("forwarded_headers", .bool(listener.forwardedHeaders)),
+            ("routes", .list(listener.routes.map(route))),
+        ])
+    }
+
+    private static func route(_ route: RouteConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = [
+            ("name", .text(route.name)),
+            ("match", .mapping([
+                ("path_prefix", .text(route.match.pathPrefix)),
+                ("host", .text(route.match.host)),
+                ("methods", .list(route.match.methods.map { .text($0) })),
+                ("headers", .mapping(route.match.headers.map { ($0.name, .text($0.value)) })),
+            ])),
+            ("timeout", duration(route.timeout)),
+        ]
+        if let rewrite = route.rewrite {
+            var rewriteFields: [(key: String, value: RenderedValue)] = []
+            if let pathPrefix = rewrite.pathPrefix { rewriteFields.append(("path_prefix", .text(pathPrefix))) }
+            if let host = rewrite.host { rewriteFields.append(("host", .text(host))) }
+            fields.append(("rewrite", .mapping(rewriteFields)))
+        }
+        fields.append(("cluster", .text(route.cluster)))
+        return .mapping(fields)
+    }
+
+    private static func cluster(_ cluster: ClusterConfig) -> RenderedValue {
+        .mapping([
+            ("name", .text(cluster.name)),
+            ("endpoints", .list(cluster.endpoints.map { .text($0.description) })),
+            ("dns_refresh", duration(cluster.dnsRefresh)),
+            ("protocol", .notation(cluster.protocol.rawValue)),
+            ("lb", .mapping([("policy", .notation(cluster.lbPolicy.rawValue))])),
+            ("connect_timeout", duration(cluster.connectTimeout)),
+            ("pool", .mapping([
+                ("max_idle_per_endpoint", .number(cluster.pool.maxIdlePerEndpoint)),
+                ("idle_timeout", duration(cluster.pool.idleTimeout)),
+            ])),
+        ])
+    }
+}
+
+enum YAMLWriter {
+    static func writeMapping(_ fields: [(key: String, value: RenderedValue)], indent: Int, into output: inout String) {
+        let padding = String(repeating: " ", count: indent)
+        for (key, value) in fields {
+            output += padding + scalar(.text(key)) + ":"
+            switch value {
+            case .mapping(let nested) where nested.isEmpty:
+                output += " {}\n"
+            case .mapping(let nested):
+                output += "\n"
+                writeMapping(nested, indent: indent + 2, into: &output)
+            case .list(let items) where items.isEmpty:
+                output += " []\n"
+            case .list(let items) where items.allSatisfy(fitsFlowList):
+                output += " [" + items.map(scalar).joined(separator: ", ") + "]\n"
+            case .list(let items):
+                output += "\n"
+                writeList(items, indent: indent + 2, into: &output)
+            default:
+                output += " " + scalar(value) + "\n"
+            }
+        }
+    }
+
+    private static func writeList(_ items: [RenderedValue], indent: Int, into output: inout String) {
+        let padding = String(repeating: " ", count: indent)
+        for item in items {
+            switch item {
+            case .mapping(let fields) where !fields.isEmpty:
+                // The first key shares the dash's line: `- name: x`, the rest align under it.
+                var nested = ""
+                writeMapping(fields, indent: indent + 2, into: &nested)
+                output += padding + "- " + nested.dropFirst(indent + 2)
+            case .mapping:
+                output += padding + "- {}\n"
+            case .list:
+                // The config has no lists of lists.
+                output += padding + "- []\n"
+            default:
+                output += padding + "- " + scalar(item) + "\n"
+            }
+        }
+    }
+
+    /// Flow style (`[http1, h2c]`) for short keyword lists; anything with a colon goes in
+    /// block style, where plain `127.0.0.1:8080` is unambiguous for every YAML parser.
+    private static func fitsFlowList(_ item: RenderedValue) -> Bool {
+        switch item {
+        case .notation(let text): return !text.contains(":")
+        case .text(let text): return isPlainSafe(text) && !text.contains(":")
+        case .number, .bool: return true
+        case .mapping, .list, .secret: return false
+        }
+    }
+
+    static func scalar(_ value: RenderedValue) -> String {
+        switch value {
+        case .text(let text): return isPlainSafe(text) ? text : doubleQuoted(text)
+        case .notation(let text): return text
+        case .number(let number): return String(number)
+        case .bool(let flag): return flag ? "true" : "false"
+        case .secret: return doubleQuoted("<redacted>")
+        case .mapping, .list: return "{}"
+        }
+    }
+
+    /// Plain style only when a YAML parser reads the text back as this same string: no
+    /// indicator characters, and nothing that YAML 1.1 or 1.2 would type as null, bool or number.
+    static func isPlainSafe(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, !text.hasSuffix(":") else { return false }
+        func isAlphanumeric(_ scalar: Unicode.Scalar) -> Bool {
+            ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
+        }
+        guard isAlphanumeric(first) || first == "/" || first == "_" else { return false }
+        guard text.unicodeScalars.allSatisfy({ isAlphanumeric($0) || "_./:@+=-".unicodeScalars.contains($0) }) else {
+            return false
+        }
+        let typedWords: Set<String> = ["y", "n", "yes", "no", "true", "false", "on", "off", "null"]
+        if typedWords.contains(text.lowercased()) { return false }
+        if Int(text) != nil || Double(text) != nil { return false }
+        // Digits with `_`, `:` or a radix prefix: YAML 1.1 integers (`1_000`, `1:30`, `0x1F`).
+        let lowered = text.lowercased()
+        if lowered.hasPrefix("0x") || lowered.hasPrefix("0o") || lowered.hasPrefix("0b") { return false }
+        if text.allSatisfy({ $0.isNumber || $0 == "_" || $0 == ":" }) { return false }
+        return true
+    }
+
+    static func doubleQuoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            case "\r": result += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    result += "\\x" + hex(scalar.value, digits: 2)
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return result + "\""
+    }
+}
+
+enum JSONWriter {
+    static func write(_ value: RenderedValue, indent: Int, into output: inout String) {
+        let padding = String(repeating: " ", count: indent + 2)
+        switch value {
+        case .mapping(let fields) where fields.isEmpty:
+            output += "{}"
+        case .mapping(let fields):
+            output += "{\n"
+            for (index, field) in fields.enumerated() {
+                output += padding + quoted(field.key) + ": "
+                write(field.value, indent: indent + 2, into: &output)
+                output += index == fields.count - 1 ? "\n" : ",\n"
+            }
+            output += String(repeating: " ", count: indent) + "}"
+        case .list(let items) where items.isEmpty:
+            output += "[]"
+        case .list(let items):
+            output += "[\n"
+            for (index, item) in items.enumerated() {
+                output += padding
+                write(item, indent: indent + 2, into: &output)
+                output += index == items.count - 1 ? "\n" : ",\n"
+            }
+            output += String(repeating: " ", count: indent) + "]"
+        case .text(let text), .notation(let text):
+            output += quoted(text)
+        case .number(let number):
+            output += String(number)
+        case .bool(let flag):
+            output += flag ? "true" : "false"
+        case .secret:
+            output += quoted("<redacted>")
+        }
+    }
+
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            case "\r": result += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    result += "\\u" + hex(scalar.value, digits: 4)
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return result + "\""
+    }
+}
+
+private func hex(_ value: UInt32, digits: Int) -> String {
+    let text = String(value, radix: 16, uppercase: true)
+    return String(repeating: "0", count: max(0, digits - text.count)) + text
+}

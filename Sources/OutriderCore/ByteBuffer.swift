@@ -1,0 +1,145 @@
+/// A fixed-capacity byte buffer with a read and a write index. Owned by one thread at a time;
+/// buffers come from a `BufferPool` and go back to it, so the data path never allocates.
+public final class ByteBuffer: @unchecked Sendable {
+    public let base: UnsafeMutablePointer<UInt8>
+    public let capacity: Int
+    public var readerIndex: Int = 0
+    public var writerIndex: Int = 0
+
+    public init(capacity: Int) {
+        self.capacity = capacity
+        self.base = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+    }
+
+    deinit { base.deallocate() }
+
+    @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
+    @inline(__always) public var writableBytes: Int { capacity - writerIndex }
+    @inline(__always) public var isEmpty: Bool { writerIndex == readerIndex }
+    @inline(__always) public var readPointer: UnsafeMutablePointer<UInt8> { base + readerIndex }
+    @inline(__always) public var writePointer: UnsafeMutablePointer<UInt8> { base + writerIndex }
+
+    @inline(__always) public func clear() { readerIndex = 0; writerIndex = 0 }
+
+    /// Moves unread bytes to the front so the free space is contiguous at the end.
+    public func compact() {
+        if readerIndex == 0 { return }
+        let count = readableBytes
+        if count > 0 { (base).update(from: base + readerIndex, count: count) }
+        readerIndex = 0
+        writerIndex = count
+    }
+
+    @inline(__always) public func consume(_ count: Int) {
+        readerIndex += count
+        if readerIndex == writerIndex { readerIndex = 0; writerIndex = 0 }
+    }
+
+    @inline(__always) public subscript(offset: Int) -> UInt8 { base[offset] }
+
+    // MARK: appending — callers check `writableBytes` first where overflow is possible;
+    // these return false instead of writing past the end.
+
+    @discardableResult @inline(__always)
+    public func append(_ byte: UInt8) -> Bool {
+        guard writerIndex < capacity else { return false }
+        base[writerIndex] = byte
+        writerIndex += 1
+        return true
+    }
+
+    @discardableResult
+    public func append(_ pointer: UnsafePointer<UInt8>, count: Int) -> Bool {
+        guard count <= writableBytes else { return false }
+        (base + writerIndex).update(from: pointer, count: count)
+        writerIndex += count
+        return true
+    }
+
+    @discardableResult
+    public func append(_ text: StaticString) -> Bool {
+        append(text.utf8Start, count: text.utf8CodeUnitCount)
+    }
+
+    @discardableResult
+    public func append(_ bytes: ByteString) -> Bool {
+        bytes.withPointer { append($0, count: $1) }
+    }
+
+    /// Appends `count` bytes starting at `offset` of `other` (a view into another buffer).
+    @discardableResult
+    public func append(from other: ByteBuffer, offset: Int, count: Int) -> Bool {
+        append(UnsafePointer(other.base + offset), count: count)
+    }
+
+    @discardableResult
+    public func appendDecimal(_ value: Int64) -> Bool {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var remaining = value.magnitude
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { raw in
+            repeat {
+                raw[19 - count] = UInt8(truncatingIfNeeded: remaining % 10) &+ 0x30
+                remaining /= 10
+                count += 1
+            } while remaining > 0
+        }
+        if value < 0 { guard append(UInt8(ascii: "-")) else { return false } }
+        return withUnsafeBytes(of: &digits) { raw in
+            append(raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + (20 - count), count: count)
+        }
+    }
+
+    @discardableResult
+    public func appendHex(_ value: UInt64) -> Bool {
+        let hexDigits: StaticString = "0123456789abcdef"
+        var shift = 60
+        while shift > 0 && (value >> UInt64(shift)) & 0xF == 0 { shift -= 4 }
+        guard writableBytes >= shift / 4 + 1 else { return false }
+        while shift >= 0 {
+            base[writerIndex] = hexDigits.utf8Start[Int((value >> UInt64(shift)) & 0xF)]
+            writerIndex += 1
+            shift -= 4
+        }
+        return true
+    }
+
+    /// Copies the readable bytes into a new array (tests and diagnostics only).
+    public func readableArray() -> [UInt8] {
+        Array(UnsafeBufferPointer(start: readPointer, count: readableBytes))
+    }
+}
+
+/// Buffers of one size, recycled by one thread. `maxRetained` bounds the memory an idle
+/// worker keeps after a burst.
+public final class BufferPool {
+    public let bufferCapacity: Int
+    public let maxRetained: Int
+    private var free: [ByteBuffer]
+    public private(set) var outstanding = 0
+
+    public init(bufferCapacity: Int, maxRetained: Int) {
+        self.bufferCapacity = bufferCapacity
+        self.maxRetained = maxRetained
+        self.free = []
+        self.free.reserveCapacity(maxRetained)
+    }
+
+    @inline(__always)
+    public func acquire() -> ByteBuffer {
+        outstanding += 1
+        if let buffer = free.popLast() { return buffer }
+        return ByteBuffer(capacity: bufferCapacity)
+    }
+
+    @inline(__always)
+    public func release(_ buffer: ByteBuffer) {
+        outstanding -= 1
+        buffer.clear()
+        if free.count < maxRetained { free.append(buffer) }
+    }
+
+    public var retainedCount: Int { free.count }
+}

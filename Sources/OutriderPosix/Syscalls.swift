@@ -1,0 +1,296 @@
+import CLinux
+import Glibc
+
+// Every system call Outrider makes goes through here: EINTR is retried, EAGAIN comes back as
+// a value (`-EAGAIN`), and errors carry the errno text. Results are `Int`: >= 0 success,
+// negative = -errno, so the data path never allocates an error.
+
+public struct SystemError: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var code: Int32
+    public init(_ operation: String, code: Int32) { self.operation = operation; self.code = code }
+    public var description: String { "\(operation): \(errnoText(code)) (errno \(code))" }
+}
+
+public func errnoText(_ code: Int32) -> String {
+    guard let text = strerror(code) else { return "errno \(code)" }
+    return String(cString: text)
+}
+
+@inline(__always) private func retryingEINTR(_ body: () -> Int) -> Int {
+    while true {
+        let result = body()
+        if result >= 0 { return result }
+        let code = errno
+        if code == EINTR { continue }
+        return -Int(code)
+    }
+}
+
+public enum Sys {
+    public static let wouldBlock = -Int(EAGAIN)
+
+    @inline(__always)
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        retryingEINTR { Glibc.read(fd, buffer, count) }
+    }
+
+    @inline(__always)
+    public static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+        retryingEINTR { Glibc.write(fd, buffer, count) }
+    }
+
+    /// send(2) with MSG_NOSIGNAL so a peer that closed gives EPIPE, not SIGPIPE.
+    @inline(__always)
+    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+        retryingEINTR { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    @inline(__always)
+    public static func writev(_ fd: Int32, _ vectors: UnsafePointer<iovec>, _ count: Int32) -> Int {
+        retryingEINTR { Glibc.writev(fd, vectors, count) }
+    }
+
+    @inline(__always)
+    public static func close(_ fd: Int32) {
+        // Linux releases the descriptor even when close reports EINTR: never retry.
+        _ = Glibc.close(fd)
+    }
+
+    @inline(__always)
+    public static func shutdownWrite(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Returns the new descriptor, or -errno. The peer address is written to `address`.
+    @inline(__always)
+    public static func accept(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr_storage>) -> Int {
+        retryingEINTR {
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            return address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Int(accept4(fd, $0, &length, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)))
+            }
+        }
+    }
+
+    public static func socket(family: Int32) -> Int {
+        retryingEINTR {
+            Int(Glibc.socket(family, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0))
+        }
+    }
+
+    /// Non-blocking connect: 0 when connected at once, -EINPROGRESS while under way, else -errno.
+    public static func connect(_ fd: Int32, _ address: SocketAddress) -> Int {
+        var storage = address.storage
+        let length = address.length
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, length) }
+        }
+        if result == 0 { return 0 }
+        return -Int(errno)
+    }
+
+    public static func bind(_ fd: Int32, _ address: SocketAddress) -> Int {
+        var storage = address.storage
+        let length = address.length
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
+        }
+        return result == 0 ? 0 : -Int(errno)
+    }
+
+    public static func listen(_ fd: Int32, backlog: Int32) -> Int {
+        Glibc.listen(fd, backlog) == 0 ? 0 : -Int(errno)
+    }
+
+    public static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Int {
+        var value = value
+        return setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? 0 : -Int(errno)
+    }
+
+    /// The pending error of a socket (after a non-blocking connect), 0 when none.
+    public static func socketError(_ fd: Int32) -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) != 0 { return errno }
+        return value
+    }
+
+    public static func localAddress(_ fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return result == 0 ? SocketAddress(storage: storage, length: length) : nil
+    }
+
+    /// The address a connection was sent to before an iptables REDIRECT (transparent mode).
+    public static func originalDestination(_ fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let result = withUnsafeMutablePointer(to: &storage) {
+            getsockopt(fd, Int32(SOL_IP), SO_ORIGINAL_DST, $0, &length)
+        }
+        return result == 0 ? SocketAddress(storage: storage, length: length) : nil
+    }
+
+    // MARK: epoll, eventfd, signalfd
+
+    public static func epollCreate() throws(SystemError) -> Int32 {
+        let fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if fd < 0 { throw SystemError("epoll_create1", code: errno) }
+        return fd
+    }
+
+    public static func epollAdd(_ epoll: Int32, _ fd: Int32, events: UInt32, data: UInt64) -> Int {
+        var event = epoll_event()
+        event.events = events
+        event.data = epoll_data_t(u64: data)
+        return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 ? 0 : -Int(errno)
+    }
+
+    public static func epollModify(_ epoll: Int32, _ fd: Int32, events: UInt32, data: UInt64) -> Int {
+        var event = epoll_event()
+        event.events = events
+        event.data = epoll_data_t(u64: data)
+        return epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event) == 0 ? 0 : -Int(errno)
+    }
+
+    public static func epollDelete(_ epoll: Int32, _ fd: Int32) {
+        var event = epoll_event()
+        _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, &event)
+    }
+
+    @inline(__always)
+    public static func epollWait(_ epoll: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32, _ timeoutMs: Int32) -> Int {
+        let result = epoll_wait(epoll, events, max, timeoutMs)
+        if result >= 0 { return Int(result) }
+        let code = errno
+        return code == EINTR ? 0 : -Int(code)
+    }
+
+    public static func eventFD() throws(SystemError) -> Int32 {
+        let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        if fd < 0 { throw SystemError("eventfd", code: errno) }
+        return fd
+    }
+
+    public static func eventFDSignal(_ fd: Int32) {
+        var one: UInt64 = 1
+        _ = retryingEINTR { Glibc.write(fd, &one, 8) }
+    }
+
+    public static func eventFDDrain(_ fd: Int32) {
+        var value: UInt64 = 0
+        _ = retryingEINTR { Glibc.read(fd, &value, 8) }
+    }
+
+    /// Blocks `signals` in the calling thread (and the threads it starts later) and returns a
+    /// signalfd that reports them.
+    public static func signalFD(_ signals: [Int32]) throws(SystemError) -> Int32 {
+        var set = sigset_t()
+        let blocked = signals.withUnsafeBufferPointer {
+            clinux_block_signals($0.baseAddress, Int32($0.count), &set)
+        }
+        if blocked != 0 { throw SystemError("pthread_sigmask", code: blocked) }
+        let fd = signalfd(-1, &set, Int32(SFD_CLOEXEC))
+        if fd < 0 { throw SystemError("signalfd", code: errno) }
+        return fd
+    }
+
+    /// Blocks until a signal arrives on `fd`; returns its number.
+    public static func readSignal(_ fd: Int32) -> Int32 {
+        var info = signalfd_siginfo()
+        let count = retryingEINTR { Glibc.read(fd, &info, MemoryLayout<signalfd_siginfo>.size) }
+        return count == MemoryLayout<signalfd_siginfo>.size ? Int32(info.ssi_signo) : -1
+    }
+
+    public static func ignoreSIGPIPE() {
+        _ = Glibc.signal(SIGPIPE, SIG_IGN)
+    }
+
+    // MARK: time and process facts
+
+    @inline(__always)
+    public static func monotonicNanoseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Int64(spec.tv_sec) &* 1_000_000_000 &+ Int64(spec.tv_nsec)
+    }
+
+    @inline(__always)
+    public static func wallClockNanoseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) &* 1_000_000_000 &+ Int64(spec.tv_nsec)
+    }
+
+    public static func randomSeed() -> UInt64 {
+        var seed: UInt64 = 0
+        if getrandom(&seed, 8, 0) != 8 { seed = UInt64(bitPattern: monotonicNanoseconds()) ^ UInt64(getpid()) }
+        return seed
+    }
+
+    /// CPUs this process may use: the affinity mask, capped by the cgroup v2 quota
+    /// (`cpu.max`, rounded up), at least 1.
+    public static func usableCPUCount(cgroupCPUMaxPath: String = "/sys/fs/cgroup/cpu.max") -> Int {
+        var count = Int(clinux_cpu_count_allowed())
+        if count < 1 { count = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+        if let quota = readSmallFile(cgroupCPUMaxPath), let limit = cgroupCPULimit(quota) {
+            count = min(count, limit)
+        }
+        return max(1, count)
+    }
+
+    /// `cpu.max` is "QUOTA PERIOD" or "max PERIOD".
+    public static func cgroupCPULimit(_ text: String) -> Int? {
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard fields.count >= 2, let quota = Int(fields[0]), let period = Int(fields[1]), period > 0, quota > 0
+        else { return nil }
+        return max(1, (quota + period - 1) / period)
+    }
+
+    public static func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return nil }
+        defer { Glibc.close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < limit {
+            let count = chunk.withUnsafeMutableBytes { raw in retryingEINTR { Glibc.read(fd, raw.baseAddress, 4096) } }
+            if count <= 0 { break }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    public static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
+    public static func openAppend(_ path: String) throws(SystemError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw SystemError("open \(path)", code: errno) }
+        return fd
+    }
+
+    /// Writes everything, blocking (for log threads, never the event loops).
+    public static func writeAll(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) {
+        var offset = 0
+        while offset < count {
+            let written = retryingEINTR { Glibc.write(fd, pointer + offset, count - offset) }
+            if written <= 0 { return }
+            offset += written
+        }
+    }
+
+    public static func raiseFileLimit() {
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+}

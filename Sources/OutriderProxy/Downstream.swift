@@ -1,0 +1,1173 @@
+import Glibc
+import OutriderConfig
+import OutriderCore
+import OutriderHTTP
+import OutriderHTTP1
+import OutriderPosix
+
+/// A client connection speaking HTTP/1.x: parses each request head, routes it, forwards it to
+/// an upstream connection, relays the response, and logs the exchange. One exchange at a time;
+/// pipelined requests wait in the input buffer and are answered in order.
+final class DownstreamConnection: SocketConnection {
+    enum Phase {
+        case waitingHead
+        /// Routed; waiting for the upstream connection.
+        case connecting
+        /// Request going up, response coming back.
+        case forwarding
+        /// Bytes both ways after a 101 or a CONNECT 2xx.
+        case tunnel
+        /// A last response is being written; close once it is out.
+        case closingAfterFlush
+        case closed
+    }
+
+    var listener: ListenerHandler?
+    var liveIndex = -1
+    private(set) var peer = PeerAddress()
+    private var phase: Phase = .closed
+    private var requestsServed = 0
+
+    private var parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 100))
+    private var head = MessageHead()
+    private var headers: HeaderTable?
+    private var headStartedAt: Int64 = 0
+
+    // The exchange in progress.
+    private var route: RouteRuntime?
+    private(set) var upstream: UpstreamConnection?
+    private var endpoint: EndpointRuntime?
+    private var requestHead: ByteBuffer?          // serialized for the upstream; kept for a retry
+    private var requestBody = BodyPump()
+    private var responseBody = BodyPump()
+    private var requestMethod: MethodKind = .get
+    private var requestMinorVersion: UInt8 = 1
+    private var expectContinue = false
+    private var keepAlive = true
+    private var isUpgradeRequest = false
+    private var responseStarted = false
+    private var responseStatus = 0
+    private var requestStartedAt: Int64 = 0
+    private var upstreamStartedAt: Int64 = 0
+    private var upstreamHeadersAt: Int64 = 0
+    private var responseDeadline: Int64 = 0
+    private var attempts = 0
+    private var firstEndpointIndex = -1
+    private var bytesOut: Int64 = 0
+    private var errorReason: LocalReplyReason?
+    private var exchangeActive = false
+    private var waitingForOutputRoom = false
+
+    // Access-log fields copied out of the head (the head itself is released early).
+    private var meta: ByteBuffer?
+    private var metaMethod = 0..<0
+    private var metaAuthority = 0..<0
+    private var metaPath = 0..<0
+    private var metaRequestID = 0..<0
+    private var metaUserAgent = 0..<0
+    private var metaReferer = 0..<0
+
+    var inTunnel: Bool { phase == .tunnel }
+
+    var isIdleBetweenRequests: Bool {
+        phase == .waitingHead && !exchangeActive && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0)
+    }
+
+    // MARK: lifecycle
+
+    func open(fd: Int32, peer: PeerAddress, listener: ListenerHandler) {
+        self.fd = fd
+        self.peer = peer
+        self.listener = listener
+        let limits = listener.listener.limits
+        parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders))
+        phase = .waitingHead
+        requestsServed = 0
+        exchangeActive = false
+        readable = false
+        writable = false
+    }
+
+    func start() {
+        let result = worker.loop.register(fd, self)
+        if result < 0 {
+            Sys.close(fd)
+            fd = -1
+            phase = .closed
+            worker.recycle(self)
+            return
+        }
+        headStartedAt = worker.loop.now
+        worker.loop.setDeadline(self, worker.loop.now + listener!.listener.headerReadTimeout)
+        // Data often arrives with the handshake's last ACK: try at once.
+        readable = true
+        processInput()
+    }
+
+    func close() {
+        guard phase != .closed else { return }
+        if exchangeActive {
+            if responseStatus == 0 { responseStatus = 499 }
+            finishExchange(reusableUpstream: false)
+        }
+        phase = .closed
+        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        closeSocket()
+        worker.recycle(self)
+    }
+
+    override func handleEvents(_ events: UInt32) {
+        if events & (Epoll.error | Epoll.hangup) != 0 {
+            // The peer reset or fully closed: nothing more can be delivered.
+            if events & Epoll.input == 0 || phase == .waitingHead && !parser.isInProgress {
+                close()
+                return
+            }
+        }
+        if events & Epoll.input != 0 || events & Epoll.readHangup != 0 { readable = true }
+        if events & Epoll.output != 0 {
+            writable = true
+            if pendingOutput > 0 { flush() }
+        }
+        if readable { processInput() }
+    }
+
+    override func deadlineReached(now: Int64) {
+        switch phase {
+        case .waitingHead:
+            if parser.isInProgress, let buffer = inBuffer, parser.hasPartialHead(buffer) {
+                startExchangeForLocalReply()
+                sendLocalReply(.headerTimeout, close: true)
+            } else {
+                close()
+            }
+        case .connecting, .forwarding:
+            if !responseStarted && responseDeadline != 0 && now >= responseDeadline {
+                abortUpstream()
+                sendLocalReply(.upstreamTimeout, close: !requestBody.isDone)
+            } else if !responseStarted && responseDeadline != 0 {
+                worker.loop.setDeadline(self, responseDeadline)
+            } else {
+                // No progress for `idle` while streaming: give up on both sides.
+                errorReason = errorReason ?? .upstreamTimeout
+                close()
+            }
+        case .tunnel:
+            close()
+        case .closingAfterFlush, .closed:
+            close()
+        }
+    }
+
+    override func outputProgressed() {
+        if pendingOutput == 0 && phase == .closingAfterFlush {
+            close()
+            return
+        }
+        if waitingForOutputRoom, let upstream {
+            waitingForOutputRoom = false
+            upstream.resumeResponse()
+        }
+        if phase == .tunnel, let upstream { upstream.resumeResponse() }
+    }
+
+    override func writeError() {
+        close()
+    }
+
+    override func compactInput() {
+        guard let buffer = inBuffer else { return }
+        let delta = buffer.readerIndex
+        if parser.isInProgress, let headers {
+            parser.rebase(by: delta, head: &head, headers: headers)
+        }
+        buffer.compact()
+    }
+
+    // MARK: input
+
+    /// Reads and acts on client bytes as far as the current phase allows.
+    private func processInput() {
+        while fd >= 0 {
+            switch phase {
+            case .waitingHead:
+                if let buffer = inBuffer, buffer.readableBytes > 0, parseAvailableHead() { continue }
+                if phase != .waitingHead { continue }
+                guard readable else { return }
+                switch readIntoInput() {
+                case .data:
+                    if let buffer = inBuffer, buffer.readableBytes > 0 && !parser.isInProgress && requestsServed > 0 {
+                        // The first byte of a later request starts its header_read clock.
+                        headStartedAt = worker.loop.now
+                        worker.loop.setDeadline(self, headStartedAt + listener!.listener.headerReadTimeout)
+                    }
+                case .wouldBlock: return
+                case .full:
+                    startExchangeForLocalReply()
+                    sendLocalReply(.headersTooLarge, close: true)
+                    return
+                case .closed, .failed:
+                    close()
+                    return
+                }
+            case .connecting:
+                return
+            case .forwarding:
+                guard !requestBody.isDone else {
+                    // Pipelined bytes wait; only notice a close.
+                    return
+                }
+                if !pumpRequestBody() { return }
+            case .tunnel:
+                pumpTunnelUp()
+                return
+            case .closingAfterFlush, .closed:
+                // Discard what a closing client still sends.
+                if readable, let buffer = inBuffer { buffer.clear() }
+                if readable { _ = readIntoInput(); inBuffer?.clear(); releaseInputIfEmpty() }
+                if peerClosed && phase == .closingAfterFlush && pendingOutput == 0 { close() }
+                return
+            }
+        }
+    }
+
+    /// Parses the buffered head; true when it was complete and has been acted on.
+    private func parseAvailableHead() -> Bool {
+        guard let buffer = inBuffer else { return false }
+        if !parser.isInProgress {
+            parser.begin(at: buffer.readerIndex)
+            if headers == nil { headers = worker.acquireHeaderTable() }
+        }
+        let table = headers ?? worker.acquireHeaderTable()
+        headers = table
+        switch parser.parse(buffer, headers: table, head: &head) {
+        case .needMore:
+            return false
+        case .failed(let failure):
+            startExchangeForLocalReply()
+            sendLocalReply(failure.replyReason, close: true)
+            return true
+        case .complete:
+            handleRequestHead(buffer, table)
+            return true
+        }
+    }
+
+    // MARK: request head
+
+    private func handleRequestHead(_ buffer: ByteBuffer, _ table: HeaderTable) {
+        let now = worker.loop.now
+        beginExchange(now: now)
+        let base = UnsafePointer(buffer.base)
+        requestMethod = head.method
+        requestMinorVersion = head.minorVersion
+        keepAlive = head.keepAlive
+        expectContinue = head.expectContinue && head.minorVersion == 1
+        isUpgradeRequest = head.connectionUpgrade && head.upgradeIndex >= 0
+        let listenerRuntime = listener!.listener
+
+        // Authority: the Host header, or the authority of an absolute-form target.
+        var hostPointer = base
+        var hostLength = 0
+        if head.hostIndex >= 0 {
+            let entry = table[Int(head.hostIndex)]
+            hostPointer = base + Int(entry.valueStart)
+            hostLength = Int(entry.valueLength)
+        }
+        var target = base + Int(head.targetStart)
+        var targetLength = Int(head.targetLength)
+        if head.method != .connect, targetLength > 0, target[0] != UInt8(ascii: "/"), target[0] != UInt8(ascii: "*") {
+            guard let split = splitAbsoluteForm(target, targetLength) else {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048))
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
+            hostPointer = target + split.authorityStart
+            hostLength = split.authorityLength
+            target += split.pathStart
+            targetLength -= split.pathStart
+        }
+        if head.method == .connect {
+            hostPointer = target
+            hostLength = targetLength
+        }
+
+        // Normalized path (SPEC §2): what routing, filters and the upstream all see.
+        let scratch = worker.pathScratch
+        scratch.clear()
+        var pathLength = 0
+        var queryLength = 0
+        if head.method == .connect || (targetLength == 1 && target[0] == UInt8(ascii: "*") && head.method == .options) {
+            scratch.append(target, count: targetLength)
+            pathLength = targetLength
+        } else if targetLength == 0 {
+            scratch.append(UInt8(ascii: "/"))
+            pathLength = 1
+        } else {
+            guard let result = PathNormalizer.normalize(target, targetLength, into: scratch) else {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048), hostPointer: hostPointer, hostLength: hostLength)
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
+            pathLength = result.pathLength
+            queryLength = result.queryLength
+        }
+        recordMeta(buffer, table, pathPointer: scratch.readPointer, pathLength: min(pathLength + queryLength, 2048),
+                   hostPointer: hostPointer, hostLength: hostLength)
+
+        // Framing of the request body.
+        let bodyFraming: BodyFraming
+        if head.isChunked {
+            bodyFraming = .chunked
+        } else if head.contentLength > 0 {
+            bodyFraming = .length(head.contentLength)
+        } else {
+            bodyFraming = .none
+        }
+        let maxBody = listenerRuntime.limits.maxRequestBody
+        if maxBody > 0, head.contentLength > maxBody {
+            sendLocalReply(.bodyTooLarge, close: true)
+            return
+        }
+
+        // Route: first match wins.
+        let routePath = head.method == .connect ? UnsafePointer(scratch.readPointer) : UnsafePointer(scratch.readPointer)
+        let hostWithoutPort = hostLength - portSuffixLength(hostPointer, hostLength)
+        var matched: RouteRuntime?
+        for candidate in listenerRuntime.routes {
+            if head.method != .connect && !candidate.matchesPath(routePath, pathLength) { continue }
+            if head.method == .connect && candidate.pathPrefix.count != 1 { continue }
+            if !candidate.matchesHost(hostPointer, hostWithoutPort) { continue }
+            if !candidate.methods.isEmpty {
+                let methodPointer = base + Int(head.methodStart)
+                var allowed = false
+                for method in candidate.methods where method.equals(methodPointer, count: Int(head.methodLength)) {
+                    allowed = true
+                    break
+                }
+                if !allowed { continue }
+            }
+            if !candidate.headers.isEmpty && !headersMatch(candidate, base, table) { continue }
+            matched = candidate
+            break
+        }
+        guard let matched else {
+            sendLocalReply(.noRoute, close: bodyFraming != .none)
+            return
+        }
+        route = matched
+
+        // Serialize what goes upstream (kept until the response starts, for a retry).
+        let out = worker.buffers.acquire()
+        requestHead = out
+        serializeRequestHead(out, base: base, table: table, route: matched, listenerRuntime: listenerRuntime,
+                             path: scratch.readPointer, pathLength: pathLength, queryLength: queryLength,
+                             host: hostPointer, hostLength: hostLength, bodyFraming: bodyFraming)
+        // The client's head is no longer needed.
+        buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+        worker.releaseHeaderTable(table)
+        headers = nil
+        requestBody.start(input: bodyFraming, chunkedOutput: bodyFraming == .chunked)
+        if matched.timeout > 0 {
+            responseDeadline = now + matched.timeout
+        }
+        dispatch(avoiding: -1)
+    }
+
+    /// Picks an endpoint (round robin, skipping `avoiding` when another exists) and hands the
+    /// request to a pooled or new upstream connection.
+    private func dispatch(avoiding: Int) {
+        guard let route else { return }
+        let cluster = route.cluster
+        let count = cluster.endpoints.count
+        var choice = worker.roundRobin[cluster.index] % count
+        worker.roundRobin[cluster.index] &+= 1
+        if count > 1 && cluster.endpoints[choice].index == avoiding { choice = (choice + 1) % count }
+        let chosen = cluster.endpoints[choice]
+        endpoint = chosen
+        attempts += 1
+        if firstEndpointIndex < 0 { firstEndpointIndex = chosen.index }
+        upstreamStartedAt = worker.loop.now
+        phase = .connecting
+        armDeadline()
+
+        if let pooled = worker.takeIdleUpstream(chosen) {
+            upstream = pooled
+            pooled.attach(self, cluster: cluster, reused: true)
+            pooled.sendRequest(requestHead!)
+            upstreamConnected()
+            return
+        }
+        let connection = worker.makeUpstream()
+        upstream = connection
+        connection.attach(self, cluster: cluster, reused: false)
+        if !connection.connect(to: chosen, requestHead: requestHead!) {
+            // Failed synchronously; `upstreamFailed` already ran.
+            return
+        }
+    }
+
+    /// The upstream connection is established (or was pooled): send the body.
+    func upstreamConnected() {
+        guard phase == .connecting else { return }
+        phase = .forwarding
+        if expectContinue && !requestBody.isDone {
+            // We answer the client's Expect ourselves once the upstream is there (as Envoy
+            // does); the upstream never sees the Expect header.
+            output().append("HTTP/1.1 100 Continue\r\n\r\n")
+            expectContinue = false
+            worker.queueFlush(self)
+        }
+        if !requestBody.isDone {
+            readable = true
+            processInput()
+        }
+    }
+
+    /// Moves request body bytes to the upstream. Returns true when it should be called again.
+    private func pumpRequestBody() -> Bool {
+        guard let upstream else { return false }
+        while true {
+            let out = upstream.output()
+            let outcome = requestBody.pump(from: inBuffer, to: out, inputClosed: peerClosed)
+            let maxBody = listener!.listener.limits.maxRequestBody
+            if maxBody > 0 && requestBody.transferred > maxBody {
+                abortUpstream()
+                sendLocalReply(.bodyTooLarge, close: true)
+                return false
+            }
+            worker.queueFlush(upstream)
+            switch outcome {
+            case .done:
+                releaseInputIfEmpty()
+                return false
+            case .outputFull:
+                // Resumed by the upstream's outputProgressed.
+                return false
+            case .failed:
+                abortUpstream()
+                if !responseStarted {
+                    sendLocalReply(.badRequest, close: true)
+                } else {
+                    close()
+                }
+                return false
+            case .needInput:
+                releaseInputIfEmpty()
+                guard readable else { return false }
+                switch readIntoInput() {
+                case .data: continue
+                case .wouldBlock: return false
+                case .full: continue
+                case .closed:
+                    continue   // the pump reports the truncated body
+                case .failed:
+                    close()
+                    return false
+                }
+            }
+        }
+    }
+
+    /// The upstream drained some request bytes; continue the body.
+    func requestOutputProgressed() {
+        if phase == .forwarding && !requestBody.isDone {
+            readable = true
+            processInput()
+        } else if phase == .tunnel {
+            readable = true
+            processInput()
+        }
+    }
+
+    // MARK: response
+
+    /// Called by the upstream with a complete response head in its input buffer. Returns false
+    /// when the client's output has no room yet (the upstream waits for `resumeResponse`).
+    func responseHead(_ response: inout MessageHead, _ table: HeaderTable, _ source: ByteBuffer) -> Bool {
+        let status = response.status
+        let out = output()
+        let needed = Int(response.headEnd - response.headStart) + 1024
+        if out.writableBytes < needed {
+            if out.readerIndex > 0 && out.capacity - out.readableBytes >= needed {
+                out.compact()
+            } else {
+                waitingForOutputRoom = true
+                return false
+            }
+        }
+        if status >= 100 && status < 200 && status != 101 {
+            // Interim responses are not relayed (Expect is answered by us).
+            source.consume(Int(response.headEnd) - source.readerIndex)
+            return true
+        }
+        responseStarted = true
+        responseStatus = status
+        upstreamHeadersAt = worker.loop.now
+        responseDeadline = 0
+        if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
+
+        let tunnel = (status == 101 && isUpgradeRequest) || (requestMethod == .connect && status >= 200 && status < 300)
+        let bodyless = requestMethod == .head || status == 204 || status == 304 || (status >= 100 && status < 200) || tunnel
+        var framing: BodyFraming = .none
+        if !bodyless {
+            if response.isChunked { framing = .chunked }
+            else if response.contentLength >= 0 { framing = .length(response.contentLength) }
+            else { framing = .untilClose }
+        }
+        let clientIsHTTP11 = requestMinorVersion == 1
+        let chunkedToClient = clientIsHTTP11 && (framing == .chunked || framing == .untilClose)
+        if !clientIsHTTP11 && (framing == .chunked || framing == .untilClose) { keepAlive = false }
+        if worker.draining { keepAlive = false }
+        if !requestBody.isDone { keepAlive = false }
+
+        let base = UnsafePointer(source.base)
+        appendStatusLine(out, base: base, response: response)
+        for index in 0..<table.count {
+            let entry = table[index]
+            if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
+            out.append(base + Int(entry.nameStart), count: Int(entry.nameLength))
+            out.append(": ")
+            out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+            out.append("\r\n")
+        }
+        if let meta, !metaRequestID.isEmpty {
+            out.append("x-request-id: ")
+            out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
+            out.append("\r\n")
+        }
+        if tunnel {
+            if status == 101, response.upgradeIndex >= 0 {
+                let entry = table[Int(response.upgradeIndex)]
+                out.append("connection: upgrade\r\nupgrade: ")
+                out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+                out.append("\r\n")
+            }
+        } else {
+            if response.contentLength >= 0 && !response.isChunked && status != 204 && !(status >= 100 && status < 200) {
+                out.append("content-length: ")
+                out.appendDecimal(response.contentLength)
+                out.append("\r\n")
+            } else if chunkedToClient {
+                out.append("transfer-encoding: chunked\r\n")
+            }
+            if !keepAlive {
+                out.append("connection: close\r\n")
+            } else if !clientIsHTTP11 {
+                out.append("connection: keep-alive\r\n")
+            }
+        }
+        out.append("\r\n")
+        source.consume(Int(response.headEnd) - source.readerIndex)
+        worker.queueFlush(self)
+        if tunnel {
+            phase = .tunnel
+            armDeadline()
+            responseBody.start(input: .none, chunkedOutput: false)
+        } else {
+            responseBody.start(input: framing, chunkedOutput: chunkedToClient)
+        }
+        return true
+    }
+
+    /// Moves response body bytes from the upstream's input to the client. Returns the outcome
+    /// so the upstream knows whether to keep reading.
+    func pumpResponseBody(_ source: ByteBuffer?, upstreamClosed: Bool) -> BodyPump.Outcome {
+        let out = output()
+        let before = out.readableBytes
+        let outcome = responseBody.pump(from: source, to: out, inputClosed: upstreamClosed)
+        bytesOut += Int64(out.readableBytes - before)
+        worker.queueFlush(self)
+        switch outcome {
+        case .outputFull:
+            waitingForOutputRoom = true
+            armDeadline()
+        case .needInput:
+            armDeadline()
+        case .done, .failed:
+            break
+        }
+        return outcome
+    }
+
+    /// The whole response has been handed to the client's output.
+    func responseComplete(upstreamReusable: Bool) {
+        finishExchange(reusableUpstream: upstreamReusable && requestBody.isDone)
+        if keepAlive && !worker.draining {
+            phase = .waitingHead
+            headStartedAt = worker.loop.now
+            armDeadline()
+            releaseInputIfEmpty()
+            if let buffer = inBuffer, buffer.readableBytes > 0 {
+                // A pipelined request is already here.
+                processInput()
+            } else if readable {
+                processInput()
+            }
+        } else {
+            phase = .closingAfterFlush
+            if pendingOutput == 0 && !flushQueued { close() }
+        }
+    }
+
+    /// The upstream failed. Before the response started this may be retried or answered with a
+    /// local reply; after, the client connection is cut (the response cannot be completed).
+    func upstreamFailed(_ reason: LocalReplyReason, connectFailure: Bool, reusedConnection: Bool) {
+        let failed = upstream
+        upstream = nil
+        if let failed { failed.detach() }
+        guard exchangeActive else { return }
+        if responseStarted {
+            errorReason = reason
+            if phase == .tunnel {
+                phase = .closingAfterFlush
+                if pendingOutput == 0 { close() }
+            } else {
+                close()
+            }
+            return
+        }
+        // Default retry (SPEC §7): one more try on connect failure; a pooled connection that
+        // turned out closed by the app is tried once more on a fresh one when nothing of the
+        // body was sent.
+        let nothingSent = requestBody.transferred == 0 && (requestBody.input == .none || connectFailure)
+        let canRetry = attempts < 2 && requestHead != nil && (connectFailure || (reusedConnection && nothingSent))
+        if canRetry {
+            if let endpoint { dispatch(avoiding: connectFailure ? endpoint.index : -1) } else { dispatch(avoiding: -1) }
+            return
+        }
+        sendLocalReply(reason, close: !requestBody.isDone || requestBody.transferred > 0 && !requestBody.isDone)
+    }
+
+    // MARK: tunnel
+
+    private func pumpTunnelUp() {
+        guard let upstream else { close(); return }
+        while readable || (inBuffer?.readableBytes ?? 0) > 0 {
+            if let buffer = inBuffer, buffer.readableBytes > 0 {
+                let out = upstream.output()
+                let count = min(buffer.readableBytes, out.writableBytes)
+                if count == 0 { worker.queueFlush(upstream); return }
+                out.append(buffer.readPointer, count: count)
+                buffer.consume(count)
+                worker.queueFlush(upstream)
+                armDeadline()
+                continue
+            }
+            switch readIntoInput() {
+            case .data, .full: continue
+            case .wouldBlock: releaseInputIfEmpty(); return
+            case .closed, .failed:
+                upstream.shutdownAfterFlush()
+                phase = .closingAfterFlush
+                if pendingOutput == 0 { close() }
+                return
+            }
+        }
+    }
+
+    /// Tunnel bytes from the upstream to the client.
+    func tunnelDown(_ source: ByteBuffer) -> Bool {
+        let out = output()
+        let count = min(source.readableBytes, out.writableBytes)
+        if count > 0 {
+            out.append(source.readPointer, count: count)
+            source.consume(count)
+            bytesOut += Int64(count)
+            worker.queueFlush(self)
+            armDeadline()
+        }
+        if source.readableBytes > 0 {
+            waitingForOutputRoom = true
+            return false
+        }
+        return true
+    }
+
+    // MARK: exchange bookkeeping
+
+    private func beginExchange(now: Int64) {
+        exchangeActive = true
+        requestStartedAt = headStartedAt
+        upstreamStartedAt = 0
+        upstreamHeadersAt = 0
+        responseStarted = false
+        responseStatus = 0
+        responseDeadline = 0
+        attempts = 0
+        firstEndpointIndex = -1
+        bytesOut = 0
+        errorReason = nil
+        route = nil
+        endpoint = nil
+        waitingForOutputRoom = false
+        requestBody.start(input: .none, chunkedOutput: false)
+        responseBody.start(input: .none, chunkedOutput: false)
+        if meta == nil { meta = worker.metaBuffers.acquire() }
+        meta!.clear()
+        metaMethod = 0..<0; metaAuthority = 0..<0; metaPath = 0..<0
+        metaRequestID = 0..<0; metaUserAgent = 0..<0; metaReferer = 0..<0
+    }
+
+    /// For replies made before a head could be parsed (408, 400, 431).
+    private func startExchangeForLocalReply() {
+        beginExchange(now: worker.loop.now)
+        requestMinorVersion = 1
+        keepAlive = false
+        if let meta {
+            let start = meta.writerIndex
+            appendUUIDv4(meta, &worker.random)
+            metaRequestID = start..<meta.writerIndex
+        }
+    }
+
+    private func recordMeta(_ buffer: ByteBuffer, _ table: HeaderTable, pathPointer: UnsafePointer<UInt8>, pathLength: Int,
+                            hostPointer: UnsafePointer<UInt8>? = nil, hostLength: Int = 0) {
+        guard let meta else { return }
+        let base = UnsafePointer(buffer.base)
+        var start = meta.writerIndex
+        meta.append(base + Int(head.methodStart), count: min(Int(head.methodLength), 32))
+        metaMethod = start..<meta.writerIndex
+        start = meta.writerIndex
+        if let hostPointer { meta.append(hostPointer, count: min(hostLength, 256)) }
+        metaAuthority = start..<meta.writerIndex
+        start = meta.writerIndex
+        meta.append(pathPointer, count: min(pathLength, 2048))
+        metaPath = start..<meta.writerIndex
+        start = meta.writerIndex
+        if head.requestIDIndex >= 0 {
+            let entry = table[Int(head.requestIDIndex)]
+            if isValidRequestID(base + Int(entry.valueStart), Int(entry.valueLength)) {
+                meta.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+            }
+        }
+        if meta.writerIndex == start { appendUUIDv4(meta, &worker.random) }
+        metaRequestID = start..<meta.writerIndex
+        if worker.accessLogFormat == .combined {
+            for index in 0..<table.count {
+                let entry = table[index]
+                let name = base + Int(entry.nameStart)
+                let isAgent = equalsLowercase(name, Int(entry.nameLength), "user-agent")
+                let isReferer = equalsLowercase(name, Int(entry.nameLength), "referer")
+                guard isAgent || isReferer else { continue }
+                start = meta.writerIndex
+                meta.append(base + Int(entry.valueStart), count: min(Int(entry.valueLength), 400))
+                if isAgent { metaUserAgent = start..<meta.writerIndex } else { metaReferer = start..<meta.writerIndex }
+            }
+        }
+    }
+
+    /// Ends the exchange: access log, upstream returned to the pool or closed.
+    private func finishExchange(reusableUpstream: Bool) {
+        guard exchangeActive else { return }
+        exchangeActive = false
+        requestsServed += 1
+        if let connection = upstream {
+            upstream = nil
+            connection.exchangeFinished(reusable: reusableUpstream)
+        }
+        if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
+        writeAccessLog()
+        if let meta { worker.metaBuffers.release(meta); self.meta = nil }
+        route = nil
+    }
+
+    private func abortUpstream() {
+        if let connection = upstream {
+            upstream = nil
+            connection.detach()
+            connection.close()
+        }
+    }
+
+    private func armDeadline() {
+        guard let listenerRuntime = listener?.listener else { return }
+        let now = worker.loop.now
+        switch phase {
+        case .waitingHead:
+            if requestsServed > 0 && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0) {
+                worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout)
+            } else {
+                worker.loop.setDeadline(self, headStartedAt + listenerRuntime.headerReadTimeout)
+            }
+        case .connecting, .forwarding:
+            let idle = now + listenerRuntime.idleTimeout
+            worker.loop.setDeadline(self, responseDeadline != 0 ? min(responseDeadline, idle) : idle)
+        case .tunnel, .closingAfterFlush:
+            worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout)
+        case .closed:
+            break
+        }
+    }
+
+    // MARK: local replies
+
+    func sendLocalReply(_ reason: LocalReplyReason, close closeAfter: Bool) {
+        let out = output()
+        if out.writableBytes < 1024 { out.compact() }
+        errorReason = reason
+        responseStatus = reason.status
+        responseStarted = true
+        let status = reason.status
+        appendStatusLine(out, status: status)
+        out.append("content-type: text/plain\r\ncontent-length: ")
+        let message = reason.message
+        out.appendDecimal(Int64(message.utf8CodeUnitCount))
+        out.append("\r\nx-outrider-error: ")
+        out.append(reason.token)
+        out.append("\r\n")
+        if let meta, !metaRequestID.isEmpty {
+            out.append("x-request-id: ")
+            out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
+            out.append("\r\n")
+        }
+        let closing = closeAfter || !keepAlive || worker.draining
+        if closing { out.append("connection: close\r\n") }
+        out.append("\r\n")
+        if requestMethod != .head || !exchangeActive { out.append(message) }
+        bytesOut += Int64(message.utf8CodeUnitCount)
+        worker.queueFlush(self)
+        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if closing {
+            keepAlive = false
+            finishExchange(reusableUpstream: false)
+            phase = .closingAfterFlush
+            inBuffer?.clear()
+            releaseInputIfEmpty()
+            armDeadline()
+        } else {
+            if let buffer = inBuffer, head.headEnd > 0, Int(head.headEnd) <= buffer.writerIndex, parser.isInProgress == false,
+               buffer.readerIndex <= Int(head.headStart) {
+                buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+            }
+            responseComplete(upstreamReusable: false)
+        }
+    }
+
+    // MARK: access log
+
+    private func writeAccessLog() {
+        guard let batch = worker.accessLog, let meta else { return }
+        let now = worker.loop.now
+        let out = batch.prepareLine(now: now)
+        let listenerName = listener?.listener.name
+        if worker.accessLogFormat == .combined {
+            writeCombined(out, meta)
+            return
+        }
+        out.append("{\"ts\":\"")
+        out.writerIndex += 0
+        if out.writableBytes >= 24 {
+            formatISOTimestamp(Sys.wallClockNanoseconds(), into: out.writePointer)
+            out.writerIndex += 24
+        }
+        out.append("\",\"listener\":\"")
+        if let listenerName { out.append(listenerName) }
+        out.append("\",\"route\":")
+        appendOptionalName(out, route?.name)
+        out.append(",\"cluster\":")
+        appendOptionalName(out, route?.cluster.name)
+        out.append(",\"client\":\"")
+        appendPeer(out)
+        out.append("\",\"method\":\"")
+        appendJSONEscaped(out, meta.base + metaMethod.lowerBound, metaMethod.count)
+        out.append("\",\"authority\":\"")
+        appendJSONEscaped(out, meta.base + metaAuthority.lowerBound, metaAuthority.count)
+        out.append("\",\"path\":\"")
+        appendJSONEscaped(out, meta.base + metaPath.lowerBound, metaPath.count)
+        out.append(requestMinorVersion == 1 ? "\",\"proto\":\"HTTP/1.1\",\"status\":" : "\",\"proto\":\"HTTP/1.0\",\"status\":")
+        out.appendDecimal(Int64(responseStatus))
+        out.append(",\"bytes_in\":")
+        out.appendDecimal(requestBody.transferred)
+        out.append(",\"bytes_out\":")
+        out.appendDecimal(bytesOut)
+        out.append(",\"duration_ms\":")
+        appendMilliseconds(out, now - requestStartedAt)
+        out.append(",\"upstream\":")
+        if let endpoint {
+            out.append(UInt8(ascii: "\""))
+            out.append(endpoint.label)
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append("null")
+        }
+        out.append(",\"upstream_ms\":")
+        if upstreamStartedAt != 0 && upstreamHeadersAt != 0 {
+            appendMilliseconds(out, upstreamHeadersAt - upstreamStartedAt)
+        } else {
+            out.append("null")
+        }
+        out.append(",\"attempts\":")
+        out.appendDecimal(Int64(attempts))
+        out.append(",\"request_id\":\"")
+        appendJSONEscaped(out, meta.base + metaRequestID.lowerBound, metaRequestID.count)
+        out.append("\",\"identity\":null,\"error\":")
+        if let errorReason {
+            out.append(UInt8(ascii: "\""))
+            out.append(errorReason.token)
+            out.append(UInt8(ascii: "\""))
+        } else if responseStatus == 499 {
+            out.append("\"client_closed\"")
+        } else {
+            out.append("null")
+        }
+        out.append("}\n")
+    }
+
+    private func writeCombined(_ out: ByteBuffer, _ meta: ByteBuffer) {
+        // client - - [ts] "METHOD PATH PROTO" status bytes "referer" "agent"
+        if let listener { _ = listener }
+        let ip = out.writerIndex
+        peer.appendIP(to: out)
+        if out.writerIndex == ip { out.append(UInt8(ascii: "-")) }
+        out.append(" - - [")
+        if out.writableBytes >= 24 {
+            formatISOTimestamp(Sys.wallClockNanoseconds(), into: out.writePointer)
+            out.writerIndex += 24
+        }
+        out.append("] \"")
+        appendJSONEscaped(out, meta.base + metaMethod.lowerBound, metaMethod.count)
+        out.append(UInt8(ascii: " "))
+        appendJSONEscaped(out, meta.base + metaPath.lowerBound, metaPath.count)
+        out.append(requestMinorVersion == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
+        out.appendDecimal(Int64(responseStatus))
+        out.append(UInt8(ascii: " "))
+        out.appendDecimal(bytesOut)
+        out.append(" \"")
+        if metaReferer.isEmpty { out.append(UInt8(ascii: "-")) } else { appendJSONEscaped(out, meta.base + metaReferer.lowerBound, metaReferer.count) }
+        out.append("\" \"")
+        if metaUserAgent.isEmpty { out.append(UInt8(ascii: "-")) } else { appendJSONEscaped(out, meta.base + metaUserAgent.lowerBound, metaUserAgent.count) }
+        out.append("\"\n")
+    }
+
+    private func appendOptionalName(_ out: ByteBuffer, _ name: ByteString?) {
+        guard let name else { out.append("null"); return }
+        out.append(UInt8(ascii: "\""))
+        name.withPointer { appendJSONEscaped(out, $0, $1) }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    private func appendPeer(_ out: ByteBuffer) {
+        if peer.isIPv6 { out.append(UInt8(ascii: "[")) }
+        peer.appendIP(to: out)
+        if peer.isIPv6 { out.append(UInt8(ascii: "]")) }
+        out.append(UInt8(ascii: ":"))
+        out.appendDecimal(Int64(peer.port))
+    }
+
+    // MARK: serialization
+
+    private func serializeRequestHead(_ out: ByteBuffer, base: UnsafePointer<UInt8>, table: HeaderTable, route: RouteRuntime,
+                                      listenerRuntime: ListenerRuntime, path: UnsafePointer<UInt8>, pathLength: Int,
+                                      queryLength: Int, host: UnsafePointer<UInt8>, hostLength: Int, bodyFraming: BodyFraming) {
+        out.append(base + Int(head.methodStart), count: Int(head.methodLength))
+        out.append(UInt8(ascii: " "))
+        if head.method == .connect {
+            out.append(path, count: pathLength)
+        } else if let rewrite = route.rewritePrefix {
+            appendRewrittenPath(out, rewrite: rewrite, matchedPrefix: route.pathPrefix.count == 1 ? 0 : route.pathPrefix.count,
+                                path: path, pathLength: pathLength)
+            out.append(path + pathLength, count: queryLength)
+        } else {
+            out.append(path, count: pathLength + queryLength)
+        }
+        out.append(" HTTP/1.1\r\nhost: ")
+        if let rewriteHost = route.rewriteHost { out.append(rewriteHost) } else { out.append(host, count: hostLength) }
+        out.append("\r\n")
+
+        let forwarded = listenerRuntime.forwardedHeaders
+        var traceparentValid = false
+        if head.traceparentIndex >= 0 {
+            let entry = table[Int(head.traceparentIndex)]
+            traceparentValid = isValidTraceparent(base + Int(entry.valueStart), Int(entry.valueLength))
+        }
+        var forwardedFor: HeaderEntry?
+        var extraForwardedFor = false
+        for index in 0..<table.count {
+            let entry = table[index]
+            switch entry.kind {
+            case .other, .trailer:
+                break
+            case .xForwardedFor:
+                if forwarded {
+                    if forwardedFor == nil { forwardedFor = entry } else { extraForwardedFor = true }
+                    continue
+                }
+            case .xForwardedProto, .xForwardedHost:
+                if forwarded { continue }
+            case .tracestate:
+                if !traceparentValid { continue }
+            default:
+                // host, framing, hop-by-hop, expect, x-request-id, traceparent: written below.
+                continue
+            }
+            out.append(base + Int(entry.nameStart), count: Int(entry.nameLength))
+            out.append(": ")
+            out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+            out.append("\r\n")
+        }
+        if forwarded {
+            out.append("x-forwarded-for: ")
+            if let forwardedFor {
+                if extraForwardedFor {
+                    // Several x-forwarded-for lines: joined in order (RFC 9110 §5.3).
+                    for index in 0..<table.count where table[index].kind == .xForwardedFor {
+                        let entry = table[index]
+                        out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+                        out.append(", ")
+                    }
+                } else {
+                    out.append(base + Int(forwardedFor.valueStart), count: Int(forwardedFor.valueLength))
+                    out.append(", ")
+                }
+            }
+            peer.appendIP(to: out)
+            out.append("\r\nx-forwarded-proto: http\r\nx-forwarded-host: ")
+            out.append(host, count: hostLength)
+            out.append("\r\n")
+        }
+        out.append("x-request-id: ")
+        if let meta { out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count) }
+        out.append("\r\ntraceparent: ")
+        if traceparentValid {
+            let entry = table[Int(head.traceparentIndex)]
+            out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+        } else {
+            out.append("00-")
+            appendRandomHex(out, &worker.random, byteCount: 16)
+            out.append(UInt8(ascii: "-"))
+            appendRandomHex(out, &worker.random, byteCount: 8)
+            out.append("-01")
+        }
+        out.append("\r\n")
+        if head.teTrailers { out.append("te: trailers\r\n") }
+        switch bodyFraming {
+        case .length(let count):
+            out.append("content-length: ")
+            out.appendDecimal(count)
+            out.append("\r\n")
+        case .chunked:
+            out.append("transfer-encoding: chunked\r\n")
+        case .none, .untilClose:
+            if head.contentLength == 0 { out.append("content-length: 0\r\n") }
+        }
+        if isUpgradeRequest {
+            let entry = table[Int(head.upgradeIndex)]
+            out.append("connection: upgrade\r\nupgrade: ")
+            out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
+            out.append("\r\n")
+        }
+        out.append("\r\n")
+    }
+
+    private func headersMatch(_ route: RouteRuntime, _ base: UnsafePointer<UInt8>, _ table: HeaderTable) -> Bool {
+        for required in route.headers {
+            var found = false
+            for index in 0..<table.count {
+                let entry = table[index]
+                if required.name.equalsIgnoringCase(base + Int(entry.nameStart), count: Int(entry.nameLength)),
+                   required.value.equals(base + Int(entry.valueStart), count: Int(entry.valueLength)) {
+                    found = true
+                    break
+                }
+            }
+            if !found { return false }
+        }
+        return true
+    }
+}
+
+// MARK: helpers
+
+private func appendStatusLine(_ out: ByteBuffer, base: UnsafePointer<UInt8>, response: MessageHead) {
+    // Status line re-serialized as HTTP/1.1 with the upstream's reason phrase.
+    let start = Int(response.headStart)
+    var lineEnd = start
+    while base[lineEnd] != 0x0D { lineEnd += 1 }
+    out.append("HTTP/1.1 ")
+    out.append(base + start + 9, count: lineEnd - start - 9)
+    out.append("\r\n")
+}
+
+/// "/v2/" + remainder of the path after the matched prefix; SPEC §2 `rewrite.path_prefix`.
+private func appendRewrittenPath(_ out: ByteBuffer, rewrite: ByteString, matchedPrefix: Int,
+                                 path: UnsafePointer<UInt8>, pathLength: Int) {
+    let remainder = path + matchedPrefix
+    let remainderLength = pathLength - matchedPrefix
+    if remainderLength == 0 {
+        out.append(rewrite)
+        return
+    }
+    rewrite.withPointer { pointer, count in
+        var length = count
+        while length > 0 && pointer[length - 1] == UInt8(ascii: "/") { length -= 1 }
+        out.append(pointer, count: length)
+    }
+    out.append(remainder, count: remainderLength)
+}
+
+/// Length of a ":PORT" suffix on a Host value ("[v6]:port" aware).
+private func portSuffixLength(_ host: UnsafePointer<UInt8>, _ count: Int) -> Int {
+    var index = count - 1
+    while index >= 0 && host[index] >= UInt8(ascii: "0") && host[index] <= UInt8(ascii: "9") { index -= 1 }
+    if index >= 0 && index < count - 1 && host[index] == UInt8(ascii: ":") {
+        // A bare IPv6 literal without brackets has several colons: not a port.
+        if host[0] == UInt8(ascii: "[") { return index > 0 && host[index - 1] == UInt8(ascii: "]") ? count - index : 0 }
+        var colons = 0
+        for position in 0..<count where host[position] == UInt8(ascii: ":") { colons += 1 }
+        return colons == 1 ? count - index : 0
+    }
+    return 0
+}
+
+/// "http://authority/path" → offsets of the authority and the path (which may be empty: "/").
+private func splitAbsoluteForm(_ target: UnsafePointer<UInt8>, _ count: Int) -> (authorityStart: Int, authorityLength: Int, pathStart: Int)? {
+    let schemeLength: Int
+    if count >= 7 && equalsLowercase(target, 7, "http://") { schemeLength = 7 }
+    else if count >= 8 && equalsLowercase(target, 8, "https://") { schemeLength = 8 }
+    else { return nil }
+    var index = schemeLength
+    while index < count && target[index] != UInt8(ascii: "/") && target[index] != UInt8(ascii: "?") { index += 1 }
+    let authorityLength = index - schemeLength
+    guard authorityLength > 0, index < count, target[index] == UInt8(ascii: "/") else { return nil }
+    return (schemeLength, authorityLength, index)
+}
+
+private func isValidRequestID(_ value: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    guard count > 0 && count <= 128 else { return false }
+    for index in 0..<count where value[index] < 0x21 || value[index] > 0x7E || value[index] == UInt8(ascii: "\"") || value[index] == UInt8(ascii: "\\") {
+        return false
+    }
+    return true
+}
+
+/// W3C trace context version 00: "00-<32 hex>-<16 hex>-<2 hex>", ids not all zero.
+private func isValidTraceparent(_ value: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    guard count == 55, value[0] == UInt8(ascii: "0"), value[1] == UInt8(ascii: "0"), value[2] == UInt8(ascii: "-"),
+          value[35] == UInt8(ascii: "-"), value[52] == UInt8(ascii: "-") else { return false }
+    func lowerHex(_ start: Int, _ length: Int) -> (valid: Bool, allZero: Bool) {
+        var allZero = true
+        for index in start..<(start + length) {
+            let byte = value[index]
+            let isDigit = byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+            let isLetter = byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f")
+            if !isDigit && !isLetter { return (false, false) }
+            if byte != UInt8(ascii: "0") { allZero = false }
+        }
+        return (true, allZero)
+    }
+    let trace = lowerHex(3, 32)
+    let parent = lowerHex(36, 16)
+    let flags = lowerHex(53, 2)
+    return trace.valid && !trace.allZero && parent.valid && !parent.allZero && flags.valid
+}
+
+private func appendMilliseconds(_ out: ByteBuffer, _ nanos: Int64) {
+    let micros = max(0, nanos / 1000)
+    out.appendDecimal(micros / 1000)
+    out.append(UInt8(ascii: "."))
+    let fraction = micros % 1000
+    if fraction < 100 { out.append(UInt8(ascii: "0")) }
+    if fraction < 10 { out.append(UInt8(ascii: "0")) }
+    out.appendDecimal(fraction)
+}

@@ -1,0 +1,179 @@
+import Glibc
+import OutriderConfig
+import OutriderCore
+import OutriderPosix
+
+/// Start-up and shutdown: binds every listener once per worker (SO_REUSEPORT), starts the
+/// worker threads and the access-log thread, and turns signals into drain and exit.
+public final class ProxyServer: @unchecked Sendable {
+    public enum StartError: Error, CustomStringConvertible {
+        case bind(String)
+        case system(String)
+        public var description: String {
+            switch self {
+            case .bind(let text), .system(let text): return text
+            }
+        }
+    }
+
+    private let config: OutriderConfiguration
+    private let runtime: ProxyRuntime
+    private var workers: [Worker] = []
+    private var threads: [OSThread] = []
+    private let accessLogSink: AccessLogSink?
+    private let signalFD: Int32
+    /// Bound addresses per listener (the port is known even when 0 was asked for).
+    public private(set) var boundAddresses: [String] = []
+    private var stoppedWorkers = 0
+    private var stopLock = pthread_mutex_t()
+
+    public static func resolveWorkerCount(_ count: WorkerCount) -> Int {
+        switch count {
+        case .auto: return Sys.usableCPUCount()
+        case .fixed(let value): return max(1, value)
+        }
+    }
+
+    /// Binds and prepares everything; nothing is served until `run`.
+    public init(config: OutriderConfiguration) throws(StartError) {
+        self.config = config
+        Sys.ignoreSIGPIPE()
+        Sys.raiseFileLimit()
+        do {
+            signalFD = try Sys.signalFD([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        } catch {
+            throw .system(error.description)
+        }
+        let workerCount = Self.resolveWorkerCount(config.workers)
+        runtime = ProxyRuntime(config: config, workerCount: workerCount)
+        for endpoint in runtime.endpoints where endpoint.address == nil {
+            OperationalLog.warning("endpoint did not resolve", ["endpoint": endpoint.labelString, "error": endpoint.resolutionError ?? ""])
+        }
+
+        // Sockets per worker, per listener.
+        var sockets = Array(repeating: [Int32](), count: workerCount)
+        for listener in config.listeners {
+            guard var address = SocketAddress.literal(host: listener.address.host, port: listener.address.port)
+                    ?? (try? SocketAddress.resolve(host: listener.address.host, port: listener.address.port))?.first else {
+                throw .bind("listener \(listener.name): cannot resolve \(listener.address)")
+            }
+            for worker in 0..<workerCount {
+                do {
+                    let fd = try Listening.open(address)
+                    sockets[worker].append(fd)
+                    if worker == 0, listener.address.port == 0, let bound = Sys.localAddress(fd) {
+                        // The other workers join the port the kernel picked.
+                        address = bound
+                    }
+                } catch {
+                    throw .bind("listener \(listener.name): \(error.description)")
+                }
+            }
+            boundAddresses.append(address.description)
+        }
+
+        switch config.accessLog.format {
+        case .off:
+            accessLogSink = nil
+        case .json, .combined:
+            switch config.accessLog.path {
+            case .stdout: accessLogSink = AccessLogSink(fd: 1, closeOnExit: false)
+            case .stderr: accessLogSink = AccessLogSink(fd: 2, closeOnExit: false)
+            case .file(let path):
+                do {
+                    accessLogSink = AccessLogSink(fd: try Sys.openAppend(path), closeOnExit: true)
+                } catch {
+                    throw .system("access_log: \(error.description)")
+                }
+            }
+        }
+        pthread_mutex_init(&stopLock, nil)
+        do {
+            for index in 0..<workerCount {
+                let worker = try Worker(id: index, runtime: runtime, listenerSockets: sockets[index], accessLogSink: accessLogSink,
+                                        accessLogFormat: config.accessLog.format) { [weak self] _ in self?.workerStopped() }
+                workers.append(worker)
+            }
+        } catch {
+            throw .system(error.description)
+        }
+    }
+
+    private func workerStopped() {
+        pthread_mutex_lock(&stopLock)
+        stoppedWorkers += 1
+        let all = stoppedWorkers == workers.count
+        pthread_mutex_unlock(&stopLock)
+        // Wake the signal wait so `run` can return.
+        if all { kill(getpid(), SIGUSR1) }
+    }
+
+    /// Serves until a signal ends it; returns the process exit code.
+    public func run() -> Int32 {
+        do {
+            try accessLogSink?.start()
+            for worker in workers {
+                threads.append(try OSThread.start(name: "outrider-w\(worker.id)") { worker.run() })
+            }
+        } catch {
+            OperationalLog.error("start failed", ["error": error.description])
+            return 1
+        }
+        for (listener, address) in zip(config.listeners, boundAddresses) {
+            OperationalLog.info("listening", ["listener": listener.name, "address": address])
+        }
+        OperationalLog.info("started", ["workers": String(workers.count), "version": OutriderVersion.current])
+
+        var draining = false
+        while true {
+            let signal = Sys.readSignal(signalFD)
+            pthread_mutex_lock(&stopLock)
+            let allStopped = stoppedWorkers == workers.count
+            pthread_mutex_unlock(&stopLock)
+            if allStopped { break }
+            switch signal {
+            case SIGTERM, SIGINT:
+                if draining { continue }
+                draining = true
+                let delay = signal == SIGINT ? Duration.zero : config.drain.delay
+                OperationalLog.info("draining", ["signal": signal == SIGTERM ? "SIGTERM" : "SIGINT",
+                                                 "delay": "\(delay)", "timeout": "\(config.drain.timeout)"])
+                startDrain(delay: delay)
+            case SIGHUP:
+                OperationalLog.warning("SIGHUP: configuration reload is not supported yet; keeping the running configuration")
+            default:
+                continue
+            }
+        }
+        for thread in threads { thread.join() }
+        accessLogSink?.stop()
+        OperationalLog.info("stopped")
+        return 0
+    }
+
+    /// New connections are still accepted for `delay` (load balancers take time to notice),
+    /// then every worker drains.
+    private func startDrain(delay: Duration) {
+        let timeout = config.drain.timeout.nanoseconds
+        let delayNanos = delay.nanoseconds
+        let workers = self.workers
+        if delayNanos <= 0 {
+            for worker in workers { worker.loop.post { worker.beginDrain(timeout: timeout) } }
+            return
+        }
+        do {
+            _ = try OSThread.start(name: "outrider-drain") {
+                var request = timespec(tv_sec: Int(delayNanos / 1_000_000_000), tv_nsec: Int(delayNanos % 1_000_000_000))
+                var remaining = timespec()
+                while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+                for worker in workers { worker.loop.post { worker.beginDrain(timeout: timeout) } }
+            }
+        } catch {
+            for worker in workers { worker.loop.post { worker.beginDrain(timeout: timeout) } }
+        }
+    }
+}
+
+public enum OutriderVersion {
+    public static let current = "0.1.0"
+}

@@ -1,0 +1,221 @@
+import Glibc
+import OutriderCore
+import OutriderPosix
+
+/// What a read into a connection's input buffer gave.
+enum ReadOutcome {
+    case data          // bytes were added
+    case wouldBlock    // nothing more for now
+    case closed        // the peer closed its side
+    case failed        // reset or another error
+    case full          // no room left in the buffer
+}
+
+/// A non-blocking TCP connection registered edge-triggered: `readable`/`writable` remember what
+/// epoll said so the owner can stop and resume without touching the registration. Buffers are
+/// taken from the worker's pool only while bytes are in them.
+class SocketConnection: LoopHandler {
+    unowned(unsafe) let worker: Worker
+    final var fd: Int32 = -1
+    final var inBuffer: ByteBuffer?
+    final var outBuffer: ByteBuffer?
+    final var readable = false
+    final var writable = false
+    final var peerClosed = false
+    final var flushQueued = false
+    /// Set when a write failed: the connection is going away.
+    final var writeFailed = false
+    final var lastError: Int32 = 0
+
+    init(worker: Worker) {
+        self.worker = worker
+        super.init()
+    }
+
+    /// Reads once into the input buffer (taking one from the pool if needed). A short read means
+    /// the socket is drained, so no extra read is spent to see EAGAIN.
+    final func readIntoInput() -> ReadOutcome {
+        let buffer: ByteBuffer
+        if let existing = inBuffer {
+            buffer = existing
+            if buffer.writableBytes == 0 {
+                if buffer.readerIndex == 0 { return .full }
+                compactInput()
+            }
+        } else {
+            buffer = worker.buffers.acquire()
+            inBuffer = buffer
+        }
+        let room = buffer.writableBytes
+        let count = Sys.read(fd, buffer.writePointer, room)
+        if count > 0 {
+            buffer.writerIndex += count
+            if count < room { readable = false }
+            return .data
+        }
+        if count == 0 {
+            readable = false
+            peerClosed = true
+            releaseInputIfEmpty()
+            return .closed
+        }
+        if count == Sys.wouldBlock {
+            readable = false
+            releaseInputIfEmpty()
+            return .wouldBlock
+        }
+        readable = false
+        lastError = Int32(-count)
+        return .failed
+    }
+
+    /// Subclasses override to fix up offsets into the input buffer before it is compacted.
+    func compactInput() { inBuffer?.compact() }
+
+    @inline(__always)
+    final func releaseInputIfEmpty() {
+        if let buffer = inBuffer, buffer.isEmpty {
+            worker.buffers.release(buffer)
+            inBuffer = nil
+        }
+    }
+
+    @inline(__always)
+    final func releaseOutputIfEmpty() {
+        if let buffer = outBuffer, buffer.isEmpty {
+            worker.buffers.release(buffer)
+            outBuffer = nil
+        }
+    }
+
+    /// The output buffer, taken from the pool when there is none.
+    @inline(__always)
+    final func output() -> ByteBuffer {
+        if let buffer = outBuffer { return buffer }
+        let buffer = worker.buffers.acquire()
+        outBuffer = buffer
+        return buffer
+    }
+
+    final var pendingOutput: Int { outBuffer?.readableBytes ?? 0 }
+
+    /// Writes pending output now. Called at the end of a loop iteration for queued connections
+    /// and on EPOLLOUT.
+    final func flush() {
+        guard fd >= 0, let buffer = outBuffer, !buffer.isEmpty, !writeFailed else { return }
+        let count = Sys.send(fd, buffer.readPointer, buffer.readableBytes)
+        if count > 0 {
+            buffer.consume(count)
+            if buffer.isEmpty {
+                releaseOutputIfEmpty()
+            } else {
+                writable = false
+            }
+            outputProgressed()
+        } else if count == Sys.wouldBlock {
+            writable = false
+        } else {
+            writeFailed = true
+            lastError = Int32(-count)
+            writeError()
+        }
+    }
+
+    /// Output was written; producers held back by a full buffer may go on.
+    func outputProgressed() {}
+    /// A write failed (the peer reset or closed).
+    func writeError() {}
+
+    /// Closes the descriptor and returns buffers to the pool.
+    final func closeSocket() {
+        guard fd >= 0 else { return }
+        worker.loop.forget(self)
+        Sys.close(fd)
+        fd = -1
+        if let buffer = inBuffer { worker.buffers.release(buffer); inBuffer = nil }
+        if let buffer = outBuffer { worker.buffers.release(buffer); outBuffer = nil }
+        readable = false
+        writable = false
+        peerClosed = false
+        writeFailed = false
+    }
+}
+
+/// A worker's accept socket for one listener.
+final class ListenerHandler: LoopHandler {
+    private(set) var fd: Int32
+    let listener: ListenerRuntime
+    unowned(unsafe) let worker: Worker
+    private var activeConnections = 0
+    private var pausedForLimit = false
+    private var backoffUntil: Int64 = 0
+    nonisolated(unsafe) private static var lastFDExhaustionLog: Int64 = 0
+
+    init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
+        self.fd = fd
+        self.listener = listener
+        self.worker = worker
+    }
+
+    override func handleEvents(_ events: UInt32) { acceptConnections() }
+
+    override func deadlineReached(now: Int64) {
+        backoffUntil = 0
+        acceptConnections()
+    }
+
+    func acceptConnections() {
+        guard fd >= 0, backoffUntil == 0 else { return }
+        var peerStorage = sockaddr_storage()
+        // A bounded batch per event keeps one busy listener from starving the loop; the edge
+        // is re-armed by the next connection or by the deadline below.
+        var accepted = 0
+        while accepted < 128 {
+            if activeConnections >= listener.maxConnectionsPerWorker {
+                pausedForLimit = true
+                return
+            }
+            let result = Sys.accept(fd, &peerStorage)
+            if result < 0 {
+                let code = Int32(-result)
+                if code == EAGAIN { return }
+                if code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM {
+                    // Out of descriptors: stop accepting briefly instead of spinning.
+                    backoffUntil = worker.loop.now + 100_000_000
+                    worker.loop.setDeadline(self, backoffUntil)
+                    let now = worker.loop.now
+                    if now - Self.lastFDExhaustionLog > 1_000_000_000 {
+                        Self.lastFDExhaustionLog = now
+                        OperationalLog.error("accept paused", ["listener": listener.config.name, "error": errnoText(code)])
+                    }
+                    return
+                }
+                // ECONNABORTED and similar concern one connection only.
+                continue
+            }
+            accepted += 1
+            activeConnections += 1
+            let clientFD = Int32(result)
+            _ = Sys.setOption(clientFD, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            let connection = worker.makeDownstream(fd: clientFD, peer: PeerAddress(storage: &peerStorage), listener: self)
+            connection.start()
+        }
+        // Batch limit reached: come back on the next tick.
+        worker.loop.setDeadline(self, worker.loop.now + 1)
+    }
+
+    func connectionClosed() {
+        activeConnections -= 1
+        if pausedForLimit && activeConnections < listener.maxConnectionsPerWorker {
+            pausedForLimit = false
+            acceptConnections()
+        }
+    }
+
+    func close() {
+        guard fd >= 0 else { return }
+        worker.loop.unregister(fd, self)
+        Sys.close(fd)
+        fd = -1
+    }
+}

@@ -1,0 +1,282 @@
+import Glibc
+import OutriderCore
+import OutriderHTTP
+import OutriderHTTP1
+import OutriderPosix
+
+/// A connection to one endpoint. Carries one exchange at a time for a `DownstreamConnection`,
+/// then waits in the worker's pool for the next.
+final class UpstreamConnection: SocketConnection {
+    enum State { case closed, connecting, active, pooled }
+
+    private(set) var state: State = .closed
+    private var downstream: DownstreamConnection?
+    private var cluster: ClusterRuntime?
+    private(set) var endpointIndex = -1
+    private var reused = false
+    private var parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 100))
+    private var response = MessageHead()
+    private var headers: HeaderTable?
+    /// A complete head is waiting for room in the client's output.
+    private var headPending = false
+    private var headDone = false
+    private var tunnel = false
+    private var receivedAnyByte = false
+    private var paused = false
+    private var closeAfterFlush = false
+
+    var isReusable: Bool { fd >= 0 && state == .pooled && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0 }
+
+    func attach(_ downstream: DownstreamConnection, cluster: ClusterRuntime, reused: Bool) {
+        self.downstream = downstream
+        self.cluster = cluster
+        self.reused = reused
+        headPending = false
+        headDone = false
+        tunnel = false
+        receivedAnyByte = false
+        paused = false
+        closeAfterFlush = false
+        parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: worker.runtime.maxHeaderBytes, maxHeaders: worker.runtime.maxHeaders))
+        if state == .pooled {
+            state = .active
+            worker.loop.setDeadline(self, 0)
+        }
+    }
+
+    func detach() {
+        downstream = nil
+    }
+
+    /// Starts a non-blocking connect with the request head queued. Returns false when it failed
+    /// at once (the downstream was told).
+    func connect(to endpoint: EndpointRuntime, requestHead: ByteBuffer) -> Bool {
+        endpointIndex = endpoint.index
+        guard let address = endpoint.address else {
+            fail(.upstreamConnect, connectFailure: true)
+            return false
+        }
+        let socket = Sys.socket(family: address.family)
+        guard socket >= 0 else {
+            fail(.upstreamConnect, connectFailure: true)
+            return false
+        }
+        fd = Int32(socket)
+        _ = Sys.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        let result = Sys.connect(fd, address)
+        if result != 0 && result != -Int(EINPROGRESS) {
+            lastError = Int32(-result)
+            Sys.close(fd)
+            fd = -1
+            fail(.upstreamConnect, connectFailure: true)
+            return false
+        }
+        if worker.loop.register(fd, self) < 0 {
+            Sys.close(fd)
+            fd = -1
+            fail(.upstreamConnect, connectFailure: true)
+            return false
+        }
+        state = .connecting
+        output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
+        worker.loop.setDeadline(self, worker.loop.now + (cluster?.connectTimeout ?? 1_000_000_000))
+        return true
+    }
+
+    /// Queues a request head on an already-connected (pooled) connection.
+    func sendRequest(_ requestHead: ByteBuffer) {
+        output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
+        worker.queueFlush(self)
+    }
+
+    override func handleEvents(_ events: UInt32) {
+        switch state {
+        case .closed:
+            return
+        case .pooled:
+            // An idle connection that becomes readable was closed by the app (or sent junk).
+            close()
+            return
+        case .connecting:
+            if events & (Epoll.output | Epoll.error | Epoll.hangup) != 0 {
+                let error = Sys.socketError(fd)
+                if error != 0 || events & Epoll.error != 0 {
+                    lastError = error
+                    fail(.upstreamConnect, connectFailure: true)
+                    return
+                }
+                state = .active
+                writable = true
+                worker.loop.setDeadline(self, 0)
+                flush()
+                if state != .active { return }
+                downstream?.upstreamConnected()
+                if state != .active { return }
+            }
+            if events & (Epoll.input | Epoll.readHangup) != 0 {
+                readable = true
+                processResponse()
+            }
+        case .active:
+            if events & Epoll.output != 0 {
+                writable = true
+                if pendingOutput > 0 { flush() }
+            }
+            if events & (Epoll.input | Epoll.readHangup | Epoll.error | Epoll.hangup) != 0 {
+                readable = true
+                processResponse()
+            }
+        }
+    }
+
+    override func deadlineReached(now: Int64) {
+        switch state {
+        case .connecting:
+            lastError = ETIMEDOUT
+            fail(.upstreamConnect, connectFailure: true)
+        case .pooled:
+            close()
+        default:
+            break
+        }
+    }
+
+    override func outputProgressed() {
+        if pendingOutput == 0 && closeAfterFlush {
+            Sys.shutdownWrite(fd)
+            closeAfterFlush = false
+        }
+        downstream?.requestOutputProgressed()
+    }
+
+    override func writeError() {
+        // The app closed or reset while we were sending: handled as a reset of this exchange.
+        fail(.upstreamReset, connectFailure: false)
+    }
+
+    /// The client drained its output; continue relaying.
+    func resumeResponse() {
+        guard paused || tunnel else { return }
+        paused = false
+        processResponse()
+    }
+
+    func shutdownAfterFlush() {
+        if pendingOutput == 0 { Sys.shutdownWrite(fd) } else { closeAfterFlush = true }
+    }
+
+    private func processResponse() {
+        while state == .active, let downstream {
+            if paused { return }
+            if !headDone {
+                if let buffer = inBuffer, buffer.readableBytes > 0 {
+                    receivedAnyByte = true
+                    if !headPending {
+                        if headers == nil { headers = worker.acquireHeaderTable() }
+                        switch parser.parse(buffer, headers: headers!, head: &response) {
+                        case .needMore:
+                            break
+                        case .failed:
+                            fail(.upstreamProtocol, connectFailure: false)
+                            return
+                        case .complete:
+                            headPending = true
+                        }
+                    }
+                    if headPending {
+                        let interim = response.status < 200 && response.status != 101
+                        guard downstream.responseHead(&response, headers!, buffer) else {
+                            paused = true
+                            return
+                        }
+                        headPending = false
+                        if interim { continue }
+                        headDone = true
+                        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+                        tunnel = downstream.inTunnel
+                        continue
+                    }
+                }
+            } else if tunnel {
+                if let buffer = inBuffer, buffer.readableBytes > 0 {
+                    if !downstream.tunnelDown(buffer) { paused = true; return }
+                }
+                if peerClosed {
+                    downstream.upstreamFailed(.upstreamReset, connectFailure: false, reusedConnection: false)
+                    close()
+                    return
+                }
+            } else {
+                let outcome = downstream.pumpResponseBody(inBuffer, upstreamClosed: peerClosed)
+                switch outcome {
+                case .done:
+                    let reusable = response.keepAlive && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0
+                    releaseInputIfEmpty()
+                    downstream.responseComplete(upstreamReusable: reusable)
+                    return
+                case .outputFull:
+                    paused = true
+                    return
+                case .failed:
+                    fail(.upstreamReset, connectFailure: false)
+                    return
+                case .needInput:
+                    break
+                }
+            }
+            // Need more bytes from the app.
+            if peerClosed {
+                if !headDone {
+                    fail(receivedAnyByte ? .upstreamProtocol : .upstreamReset, connectFailure: false)
+                    return
+                }
+                continue
+            }
+            guard readable else { return }
+            switch readIntoInput() {
+            case .data: continue
+            case .wouldBlock: return
+            case .full:
+                if !headDone { fail(.upstreamProtocol, connectFailure: false); return }
+                continue
+            case .closed:
+                continue
+            case .failed:
+                fail(.upstreamReset, connectFailure: false)
+                return
+            }
+        }
+    }
+
+    /// The exchange ended: back to the pool when the app keeps the connection open.
+    func exchangeFinished(reusable: Bool) {
+        downstream = nil
+        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        guard reusable, state == .active, let cluster, pendingOutput == 0, worker.returnToPool(self, cluster: cluster) else {
+            close()
+            return
+        }
+        state = .pooled
+        releaseInputIfEmpty()
+        worker.loop.setDeadline(self, worker.loop.now + cluster.poolIdleTimeout)
+    }
+
+    private func fail(_ reason: LocalReplyReason, connectFailure: Bool) {
+        let owner = downstream
+        let wasReused = reused
+        downstream = nil
+        close()
+        owner?.upstreamFailed(reason, connectFailure: connectFailure, reusedConnection: wasReused)
+    }
+
+    func close() {
+        guard state != .closed || fd >= 0 else { return }
+        if state == .pooled { worker.removeFromPool(self) }
+        state = .closed
+        downstream = nil
+        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        closeSocket()
+        endpointIndex = -1
+        worker.recycle(self)
+    }
+}

@@ -1,0 +1,215 @@
+import CLinux
+import Glibc
+import OutriderConfig
+import OutriderCore
+import OutriderHTTP
+import OutriderHTTP1
+import OutriderPosix
+
+/// One event-loop thread and everything it owns: its accept sockets, connections, buffer pools,
+/// upstream connection pools and access-log batch. Nothing here is touched by another thread
+/// except through `loop.post`.
+final class Worker: @unchecked Sendable {
+    let id: Int
+    let loop: EventLoop
+    private(set) var runtime: ProxyRuntime
+    let buffers: BufferPool
+    let metaBuffers: BufferPool
+    private var headerTables: [HeaderTable] = []
+    /// Scratch for the normalized path while a request head is handled (never held across
+    /// events).
+    let pathScratch = ByteBuffer(capacity: HeadLimits.maxTargetBytes + 64)
+    var random: FastRandom
+    let accessLog: AccessLogBatch?
+    let accessLogFormat: AccessLogFormat
+
+    private(set) var listeners: [ListenerHandler] = []
+    /// Idle keep-alive upstream connections per endpoint index, most recent last.
+    var idleUpstreams: [[UpstreamConnection]]
+    var roundRobin: [Int]
+    private var freeDownstreams: [DownstreamConnection] = []
+    private var freeUpstreams: [UpstreamConnection] = []
+    /// Connections with output to write at the end of this loop iteration.
+    private var flushQueue: [SocketConnection] = []
+    /// Open client connections (swap-remove by each connection's `liveIndex`).
+    private(set) var liveDownstreams: [DownstreamConnection] = []
+    private(set) var draining = false
+    private var drainDeadline: Int64 = 0
+    private let ticker = WorkerTicker()
+    private let onStopped: @Sendable (Int) -> Void
+    private var stopped = false
+
+    init(id: Int, runtime: ProxyRuntime, listenerSockets: [Int32], accessLogSink: AccessLogSink?,
+         accessLogFormat: AccessLogFormat, onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
+        self.id = id
+        self.runtime = runtime
+        self.onStopped = onStopped
+        loop = try EventLoop()
+        let bufferCapacity = max(64 * 1024, runtime.maxHeaderBytes) + 16 * 1024
+        buffers = BufferPool(bufferCapacity: bufferCapacity, maxRetained: 256)
+        metaBuffers = BufferPool(bufferCapacity: 4096, maxRetained: 256)
+        random = FastRandom(seed: Sys.randomSeed())
+        accessLog = accessLogSink.map { AccessLogBatch(sink: $0) }
+        self.accessLogFormat = accessLogFormat
+        idleUpstreams = Array(repeating: [], count: runtime.endpoints.count)
+        roundRobin = Array(repeating: id, count: runtime.clusters.count)
+        flushQueue.reserveCapacity(1024)
+        liveDownstreams.reserveCapacity(1024)
+        freeDownstreams.reserveCapacity(1024)
+        ticker.worker = self
+        loop.attach(ticker)
+        for (index, fd) in listenerSockets.enumerated() {
+            let handler = ListenerHandler(fd: fd, listener: runtime.listeners[index], worker: self)
+            listeners.append(handler)
+            let result = loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered)
+            if result < 0 { throw SystemError("epoll_ctl listener", code: Int32(-result)) }
+        }
+        loop.endOfIterationHook = { [unowned self] in self.endOfIteration() }
+    }
+
+    func run() {
+        for listener in listeners { listener.acceptConnections() }
+        loop.run()
+        accessLog?.handOver()
+        onStopped(id)
+    }
+
+    // MARK: pools
+
+    @inline(__always)
+    func acquireHeaderTable() -> HeaderTable {
+        if let table = headerTables.popLast() { return table }
+        return HeaderTable(capacity: runtime.maxHeaders)
+    }
+
+    @inline(__always)
+    func releaseHeaderTable(_ table: HeaderTable) {
+        table.reset()
+        if headerTables.count < 256 { headerTables.append(table) }
+    }
+
+    func makeDownstream(fd: Int32, peer: PeerAddress, listener: ListenerHandler) -> DownstreamConnection {
+        let connection = freeDownstreams.popLast() ?? DownstreamConnection(worker: self)
+        connection.liveIndex = liveDownstreams.count
+        liveDownstreams.append(connection)
+        connection.open(fd: fd, peer: peer, listener: listener)
+        return connection
+    }
+
+    var downstreamCount: Int { liveDownstreams.count }
+
+    func recycle(_ connection: DownstreamConnection) {
+        let index = connection.liveIndex
+        let last = liveDownstreams.removeLast()
+        if last !== connection {
+            liveDownstreams[index] = last
+            last.liveIndex = index
+        }
+        connection.liveIndex = -1
+        connection.listener?.connectionClosed()
+        connection.listener = nil
+        if freeDownstreams.count < 1024 { freeDownstreams.append(connection) }
+        if draining && downstreamCount == 0 { finishDrain() }
+    }
+
+    func makeUpstream() -> UpstreamConnection {
+        freeUpstreams.popLast() ?? UpstreamConnection(worker: self)
+    }
+
+    func recycle(_ connection: UpstreamConnection) {
+        if freeUpstreams.count < 1024 { freeUpstreams.append(connection) }
+    }
+
+    // MARK: output batching
+
+    @inline(__always)
+    func queueFlush(_ connection: SocketConnection) {
+        guard !connection.flushQueued else { return }
+        connection.flushQueued = true
+        flushQueue.append(connection)
+    }
+
+    private func endOfIteration() {
+        var index = 0
+        while index < flushQueue.count {
+            let connection = flushQueue[index]
+            connection.flushQueued = false
+            connection.flush()
+            index += 1
+        }
+        flushQueue.removeAll(keepingCapacity: true)
+        if let accessLog, accessLog.hasPendingLines {
+            let due = accessLog.dueAt
+            if due <= loop.now { accessLog.handOver() } else { ticker.want(due, loop) }
+        }
+    }
+
+    // MARK: upstream pool
+
+    func takeIdleUpstream(_ endpoint: EndpointRuntime) -> UpstreamConnection? {
+        while let connection = idleUpstreams[endpoint.index].popLast() {
+            if connection.isReusable { return connection }
+            connection.close()
+        }
+        return nil
+    }
+
+    func returnToPool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {
+        guard !draining, idleUpstreams[connection.endpointIndex].count < cluster.maxIdlePerEndpoint else { return false }
+        idleUpstreams[connection.endpointIndex].append(connection)
+        return true
+    }
+
+    func removeFromPool(_ connection: UpstreamConnection) {
+        let index = connection.endpointIndex
+        guard index >= 0, index < idleUpstreams.count else { return }
+        if let position = idleUpstreams[index].lastIndex(where: { $0 === connection }) {
+            idleUpstreams[index].remove(at: position)
+        }
+    }
+
+    // MARK: lifecycle
+
+    /// Stops accepting; in-flight requests finish, keep-alive connections close after their
+    /// current response; exits the loop when no connection is left or at `deadline`.
+    func beginDrain(timeout: Int64) {
+        guard !draining else { return }
+        draining = true
+        drainDeadline = loop.now + timeout
+        for listener in listeners { listener.close() }
+        for pool in idleUpstreams { for connection in pool { connection.close() } }
+        idleUpstreams = idleUpstreams.map { _ in [] }
+        for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
+        ticker.want(drainDeadline, loop)
+        if downstreamCount == 0 { finishDrain() }
+    }
+
+    func tick(now: Int64) {
+        if let accessLog, accessLog.hasPendingLines {
+            if accessLog.dueAt <= now { accessLog.handOver() } else { ticker.want(accessLog.dueAt, loop) }
+        }
+        if draining {
+            if now >= drainDeadline {
+                for connection in liveDownstreams.reversed() { connection.close() }
+                finishDrain()
+            } else {
+                ticker.want(drainDeadline, loop)
+            }
+        }
+    }
+
+    private func finishDrain() {
+        guard !stopped else { return }
+        stopped = true
+        loop.stop()
+    }
+}
+
+/// The worker's own deadline: access-log hand-over and the drain limit.
+final class WorkerTicker: LoopHandler {
+    weak var worker: Worker?
+    func want(_ at: Int64, _ loop: EventLoop) {
+        if deadline == 0 || at < deadline { loop.setDeadline(self, at) }
+    }
+    override func deadlineReached(now: Int64) { worker?.tick(now: now) }
+}

@@ -1,0 +1,121 @@
+"""Upstream failures (SPEC §3 error table): 502 upstream_connect / upstream_reset /
+upstream_protocol, 504 upstream_timeout, statuses passed through, and the stale pooled
+connection race."""
+
+import time
+
+import pytest
+
+from wire import free_port
+
+
+def _assert_local_error(r, status, reason):
+    assert r.status == status, r
+    assert r.header("x-outrider-error") == reason, r
+    assert (r.header("content-type") or "").startswith("text/plain"), r
+    assert 0 < len(r.body) < 1024, r
+
+
+def test_502_upstream_connect(proxy_factory):
+    dead = free_port()  # nothing listens there
+    p = proxy_factory(clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{dead}"], "connect_timeout": "1s"}])
+    t0 = time.monotonic()
+    with p.conn() as c:
+        c.request("GET", "/down")
+        r = c.read_response()
+    assert time.monotonic() - t0 < 3
+    _assert_local_error(r, 502, "upstream_connect")
+    e = p.wait_access_log(lambda e: e.get("path") == "/down")
+    assert e is not None, "no access log line for a 502"
+    assert e["status"] == 502
+    assert e["error"], f"access log 'error' should name the failure: {e}"
+
+
+def test_connect_failure_retried_once_by_default(proxy_factory):
+    """SPEC §1/§7: without a retry block, one retry on connect failure (attempts = 2)."""
+    dead = free_port()
+    p = proxy_factory(clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{dead}"], "connect_timeout": "1s"}])
+    with p.conn() as c:
+        c.request("GET", "/down-retry")
+        r = c.read_response()
+    assert r.status == 502, r
+    e = p.wait_access_log(lambda e: e.get("path") == "/down-retry")
+    assert e is not None
+    assert e["attempts"] == 2, f"expected one retry on connect failure by default: {e}"
+
+
+@pytest.mark.parametrize("path", ["/reset", "/eof"])
+def test_502_upstream_reset(proxy, upstream, path):
+    with proxy.conn() as c:
+        c.request("GET", path)
+        r = c.read_response()
+        _assert_local_error(r, 502, "upstream_reset")
+        # the client connection survives a proxy-generated 502 unless the proxy says close
+        if (r.header("connection") or "").lower() != "close":
+            c.request("GET", "/after-reset")
+            assert c.read_response().status == 200
+    assert any(rec.path == path for rec in upstream.complete)
+
+
+def test_502_upstream_protocol(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/garbage")
+        r = c.read_response()
+    _assert_local_error(r, 502, "upstream_protocol")
+
+
+def test_504_upstream_timeout(proxy_factory, upstream):
+    p = proxy_factory(
+        upstream=upstream,
+        routes=[{"name": "slow", "match": {"path_prefix": "/"}, "timeout": "500ms", "cluster": "app"}],
+    )
+    with p.conn() as c:
+        t0 = time.monotonic()
+        c.request("GET", "/slow/2000")
+        r = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+    _assert_local_error(r, 504, "upstream_timeout")
+    assert 0.4 <= elapsed <= 1.5, f"504 after {elapsed:.2f}s with a 500ms route timeout"
+    # a fast request on the same route is fine
+    with p.conn() as c:
+        c.request("GET", "/slow/50")
+        assert c.read_response().status == 200
+
+
+@pytest.mark.parametrize("status", [201, 404, 500, 503])
+def test_upstream_status_passed_through(module_proxy, module_upstream, status):
+    with module_proxy.conn() as c:
+        c.request("GET", f"/status/{status}")
+        r = c.read_response()
+    assert r.status == status
+    assert r.header("x-outrider-error") is None, "an upstream answer is not a proxy error"
+    assert r.body == f"status {status}\n".encode()
+
+
+def test_upstream_connection_close_is_not_an_error(proxy, upstream):
+    with proxy.conn() as c:
+        for i in range(3):
+            c.request("GET", f"/close/{i}")
+            r = c.read_response()
+            assert r.status == 200, r
+            # upstream's Connection: close is hop-by-hop: the client connection stays open
+            assert not c.eof
+    assert upstream.connections == 3
+
+
+def test_stale_pooled_connection_is_not_a_502(proxy_factory, upstream):
+    # one worker so that every request uses the same pool
+    p = proxy_factory(upstream=upstream, top={"workers": 1})
+    for i in range(5):
+        with p.conn() as c:
+            c.request("GET", f"/close-after/{i}")
+            r = c.read_response()
+            assert r.status == 200, r
+        time.sleep(0.3)  # the upstream has closed its side of the pooled connection by now
+        with p.conn() as c:
+            c.request("GET", f"/next/{i}")
+            r = c.read_response()
+            assert r.status == 200, (
+                f"iteration {i}: a request after the upstream closed an idle pooled connection got {r}"
+            )
+    assert upstream.connections >= 5
