@@ -171,6 +171,10 @@ final class DownstreamConnection: SocketConnection {
         if phase == .tunnel, let upstream { upstream.resumeResponse() }
     }
 
+    override func outputIdle() {
+        if phase == .closingAfterFlush { close() }
+    }
+
     override func writeError() {
         close()
     }
@@ -368,6 +372,21 @@ final class DownstreamConnection: SocketConnection {
         worker.releaseHeaderTable(table)
         headers = nil
         requestBody.start(input: bodyFraming, chunkedOutput: bodyFraming == .chunked)
+        if bodyFraming == .chunked {
+            // Whatever of a chunked body already arrived with the head is checked before the
+            // upstream hears of the request: a malformed or oversized body sent in one piece
+            // (every smuggling attempt) never reaches the app, not even as a head.
+            switch prescanChunkedBody(buffer, maxBody: maxBody) {
+            case .invalid:
+                sendLocalReply(.badRequest, close: true)
+                return
+            case .tooLarge:
+                sendLocalReply(.bodyTooLarge, close: true)
+                return
+            case .acceptable:
+                break
+            }
+        }
         if matched.timeout > 0 {
             responseDeadline = now + matched.timeout
         }
@@ -429,6 +448,7 @@ final class DownstreamConnection: SocketConnection {
         guard let upstream else { return false }
         while true {
             let out = upstream.output()
+            let before = out.readableBytes
             let outcome = requestBody.pump(from: inBuffer, to: out, inputClosed: peerClosed)
             let maxBody = listener!.listener.limits.maxRequestBody
             if maxBody > 0 && requestBody.transferred > maxBody {
@@ -436,7 +456,7 @@ final class DownstreamConnection: SocketConnection {
                 sendLocalReply(.bodyTooLarge, close: true)
                 return false
             }
-            worker.queueFlush(upstream)
+            if out.readableBytes != before { worker.queueFlush(upstream) } else { upstream.releaseOutputIfEmpty() }
             switch outcome {
             case .done:
                 releaseInputIfEmpty()
@@ -577,7 +597,7 @@ final class DownstreamConnection: SocketConnection {
         let before = out.readableBytes
         let outcome = responseBody.pump(from: source, to: out, inputClosed: upstreamClosed)
         bytesOut += Int64(out.readableBytes - before)
-        worker.queueFlush(self)
+        if out.readableBytes != before || outcome == .done { worker.queueFlush(self) }
         switch outcome {
         case .outputFull:
             waitingForOutputRoom = true
@@ -1078,6 +1098,34 @@ final class DownstreamConnection: SocketConnection {
 }
 
 // MARK: helpers
+
+private enum ChunkedPrescan { case acceptable, invalid, tooLarge }
+
+/// Runs a throw-away decoder over the buffered bytes without consuming them.
+private func prescanChunkedBody(_ buffer: ByteBuffer, maxBody: Int64) -> ChunkedPrescan {
+    let savedReader = buffer.readerIndex
+    let savedWriter = buffer.writerIndex
+    defer {
+        buffer.readerIndex = savedReader
+        buffer.writerIndex = savedWriter
+    }
+    var decoder = ChunkedDecoder()
+    var total: Int64 = 0
+    while true {
+        switch decoder.next(buffer) {
+        case .needMore, .end:
+            return .acceptable
+        case .failed:
+            return .invalid
+        case .trailer:
+            continue
+        case .data(_, let count):
+            total += Int64(count)
+            if maxBody > 0 && total > maxBody { return .tooLarge }
+            decoder.consumeData(buffer, count)
+        }
+    }
+}
 
 private func appendStatusLine(_ out: ByteBuffer, base: UnsafePointer<UInt8>, response: MessageHead) {
     // Status line re-serialized as HTTP/1.1 with the upstream's reason phrase.

@@ -102,7 +102,11 @@ class SocketConnection: LoopHandler {
     /// Writes pending output now. Called at the end of a loop iteration for queued connections
     /// and on EPOLLOUT.
     final func flush() {
-        guard fd >= 0, let buffer = outBuffer, !buffer.isEmpty, !writeFailed else { return }
+        guard fd >= 0, !writeFailed else { return }
+        guard let buffer = outBuffer, !buffer.isEmpty else {
+            outputIdle()
+            return
+        }
         let count = Sys.send(fd, buffer.readPointer, buffer.readableBytes)
         if count > 0 {
             buffer.consume(count)
@@ -123,6 +127,8 @@ class SocketConnection: LoopHandler {
 
     /// Output was written; producers held back by a full buffer may go on.
     func outputProgressed() {}
+    /// A flush found nothing to write.
+    func outputIdle() {}
     /// A write failed (the peer reset or closed).
     func writeError() {}
 

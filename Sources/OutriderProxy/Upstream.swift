@@ -149,6 +149,13 @@ final class UpstreamConnection: SocketConnection {
         downstream?.requestOutputProgressed()
     }
 
+    override func outputIdle() {
+        if closeAfterFlush {
+            Sys.shutdownWrite(fd)
+            closeAfterFlush = false
+        }
+    }
+
     override func writeError() {
         // The app closed or reset while we were sending: handled as a reset of this exchange.
         fail(.upstreamReset, connectFailure: false)
