@@ -13,13 +13,13 @@ public final class ByteBuffer: @unchecked Sendable {
 
     deinit { base.deallocate() }
 
-    @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
-    @inline(__always) public var writableBytes: Int { capacity - writerIndex }
-    @inline(__always) public var isEmpty: Bool { writerIndex == readerIndex }
-    @inline(__always) public var readPointer: UnsafeMutablePointer<UInt8> { base + readerIndex }
-    @inline(__always) public var writePointer: UnsafeMutablePointer<UInt8> { base + writerIndex }
+    @inlinable @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
+    @inlinable @inline(__always) public var writableBytes: Int { capacity - writerIndex }
+    @inlinable @inline(__always) public var isEmpty: Bool { writerIndex == readerIndex }
+    @inlinable @inline(__always) public var readPointer: UnsafeMutablePointer<UInt8> { base + readerIndex }
+    @inlinable @inline(__always) public var writePointer: UnsafeMutablePointer<UInt8> { base + writerIndex }
 
-    @inline(__always) public func clear() { readerIndex = 0; writerIndex = 0 }
+    @inlinable @inline(__always) public func clear() { readerIndex = 0; writerIndex = 0 }
 
     /// Moves unread bytes to the front so the free space is contiguous at the end.
     public func compact() {
@@ -30,17 +30,17 @@ public final class ByteBuffer: @unchecked Sendable {
         writerIndex = count
     }
 
-    @inline(__always) public func consume(_ count: Int) {
+    @inlinable @inline(__always) public func consume(_ count: Int) {
         readerIndex += count
         if readerIndex == writerIndex { readerIndex = 0; writerIndex = 0 }
     }
 
-    @inline(__always) public subscript(offset: Int) -> UInt8 { base[offset] }
+    @inlinable @inline(__always) public subscript(offset: Int) -> UInt8 { base[offset] }
 
     // MARK: appending — callers check `writableBytes` first where overflow is possible;
     // these return false instead of writing past the end.
 
-    @discardableResult @inline(__always)
+    @discardableResult @inlinable @inline(__always)
     public func append(_ byte: UInt8) -> Bool {
         guard writerIndex < capacity else { return false }
         base[writerIndex] = byte
@@ -48,7 +48,7 @@ public final class ByteBuffer: @unchecked Sendable {
         return true
     }
 
-    @discardableResult
+    @discardableResult @inlinable
     public func append(_ pointer: UnsafePointer<UInt8>, count: Int) -> Bool {
         guard count <= writableBytes else { return false }
         (base + writerIndex).update(from: pointer, count: count)
@@ -56,7 +56,7 @@ public final class ByteBuffer: @unchecked Sendable {
         return true
     }
 
-    @discardableResult
+    @discardableResult @inlinable
     public func append(_ text: StaticString) -> Bool {
         append(text.utf8Start, count: text.utf8CodeUnitCount)
     }
@@ -117,8 +117,8 @@ public final class ByteBuffer: @unchecked Sendable {
 public final class BufferPool {
     public let bufferCapacity: Int
     public let maxRetained: Int
-    private var free: [ByteBuffer]
-    public private(set) var outstanding = 0
+    @usableFromInline var free: [ByteBuffer]
+    public var outstanding = 0
 
     public init(bufferCapacity: Int, maxRetained: Int) {
         self.bufferCapacity = bufferCapacity
@@ -127,14 +127,14 @@ public final class BufferPool {
         self.free.reserveCapacity(maxRetained)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func acquire() -> ByteBuffer {
         outstanding += 1
         if let buffer = free.popLast() { return buffer }
         return ByteBuffer(capacity: bufferCapacity)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func release(_ buffer: ByteBuffer) {
         outstanding -= 1
         buffer.clear()

@@ -34,12 +34,12 @@ public struct ByteString: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-@inline(__always)
+@inlinable @inline(__always)
 public func asciiLowercase(_ byte: UInt8) -> UInt8 {
     (byte &- 0x41) < 26 ? byte | 0x20 : byte
 }
 
-@inline(__always)
+@inlinable @inline(__always)
 public func memoryEquals(_ lhs: UnsafePointer<UInt8>, _ rhs: UnsafePointer<UInt8>, _ count: Int) -> Bool {
     var index = 0
     while index < count {
@@ -50,7 +50,7 @@ public func memoryEquals(_ lhs: UnsafePointer<UInt8>, _ rhs: UnsafePointer<UInt8
 }
 
 /// Case-insensitive comparison of a region with a lower-case static string.
-@inline(__always)
+@inlinable @inline(__always)
 public func equalsLowercase(_ pointer: UnsafePointer<UInt8>, _ count: Int, _ lower: StaticString) -> Bool {
     guard count == lower.utf8CodeUnitCount else { return false }
     let own = lower.utf8Start
@@ -59,7 +59,7 @@ public func equalsLowercase(_ pointer: UnsafePointer<UInt8>, _ count: Int, _ low
 }
 
 /// Exact comparison of a region with a static string.
-@inline(__always)
+@inlinable @inline(__always)
 public func equalsBytes(_ pointer: UnsafePointer<UInt8>, _ count: Int, _ text: StaticString) -> Bool {
     count == text.utf8CodeUnitCount && memoryEquals(pointer, text.utf8Start, count)
 }

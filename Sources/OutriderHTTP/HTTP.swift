@@ -250,7 +250,7 @@ public func reasonPhrase(_ status: Int) -> StaticString {
 // Character classes as 256-bit maps: a shift and a mask per byte, no table loads.
 
 /// RFC 9110 token characters.
-@inline(__always) public func isTokenByte(_ byte: UInt8) -> Bool {
+@inlinable @inline(__always) public func isTokenByte(_ byte: UInt8) -> Bool {
     let word: UInt64
     switch byte >> 6 {
     case 0: word = 0x03FF6CFA00000000
@@ -262,7 +262,7 @@ public func reasonPhrase(_ status: Int) -> StaticString {
 }
 
 /// Bytes allowed in a field value: VCHAR, obs-text, SP, HTAB.
-@inline(__always) public func isFieldValueByte(_ byte: UInt8) -> Bool {
+@inlinable @inline(__always) public func isFieldValueByte(_ byte: UInt8) -> Bool {
     let word: UInt64
     switch byte >> 6 {
     case 0: word = 0xFFFFFFFF00000200
@@ -274,7 +274,7 @@ public func reasonPhrase(_ status: Int) -> StaticString {
 }
 
 /// Bytes allowed in a request target: visible ASCII.
-@inline(__always) public func isTargetByte(_ byte: UInt8) -> Bool {
+@inlinable @inline(__always) public func isTargetByte(_ byte: UInt8) -> Bool {
     let word: UInt64
     switch byte >> 6 {
     case 0: word = 0xFFFFFFFE00000000

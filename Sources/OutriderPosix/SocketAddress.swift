@@ -112,6 +112,18 @@ public struct PeerAddress: Sendable, CustomStringConvertible {
     @discardableResult
     public func appendIP(to buffer: ByteBuffer) -> Bool {
         guard buffer.writableBytes >= 46 else { return false }
+        if !isIPv6 {
+            // Dotted quad by hand: inet_ntop formats through sprintf, which showed in profiles.
+            let address = UInt32(truncatingIfNeeded: high)   // network order in memory
+            for index in 0..<4 {
+                if index > 0 { buffer.append(UInt8(ascii: ".")) }
+                let octet = UInt8(truncatingIfNeeded: address >> (8 * UInt32(index)))
+                if octet >= 100 { buffer.append(octet / 100 + 0x30) }
+                if octet >= 10 { buffer.append(octet / 10 % 10 + 0x30) }
+                buffer.append(octet % 10 + 0x30)
+            }
+            return true
+        }
         var raw = (high, low)   // in network order, as copied out of the sockaddr
         let family = isIPv6 ? AF_INET6 : AF_INET
         let length: Int? = withUnsafePointer(to: &raw) { source in

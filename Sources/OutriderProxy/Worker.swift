@@ -207,7 +207,9 @@ final class Worker: @unchecked Sendable {
 
 /// The worker's own deadline: access-log hand-over and the drain limit.
 final class WorkerTicker: LoopHandler {
-    weak var worker: Worker?
+    // Not `weak`: a weak reference gives the Worker a side table, and every retain/release of
+    // it then takes the runtime's slow path. The worker owns the ticker and outlives it.
+    unowned(unsafe) var worker: Worker?
     func want(_ at: Int64, _ loop: EventLoop) {
         if deadline == 0 || at < deadline { loop.setDeadline(self, at) }
     }

@@ -127,12 +127,20 @@ class Proxy:
         return self.stderr_path.read_text(errors="replace")
 
     def access_log(self) -> list[dict]:
+        """Every complete stdout line, parsed; each must be a JSON object."""
+        text = self.stdout()
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # a line still being written
         out = []
-        for ln in self.stdout().splitlines():
-            ln = ln.strip()
-            if not ln:
+        for ln in text.splitlines():
+            if not ln.strip():
                 continue
-            out.append(json.loads(ln))  # every stdout line must be a JSON object
+            try:
+                e = json.loads(ln)
+            except ValueError:
+                raise AssertionError(f"access log line is not JSON: {ln[:300]!r}")
+            assert isinstance(e, dict), f"access log line is not a JSON object: {ln[:300]!r}"
+            out.append(e)
         return out
 
     def wait_access_log(self, pred, timeout=3.0) -> dict | None:

@@ -10,7 +10,7 @@ import pytest
 from wire import free_port
 
 
-def _run(bin_path, *args, timeout=10):
+def _run(bin_path, *args, timeout=5):
     return subprocess.run([bin_path, *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

@@ -67,6 +67,7 @@ class Record:
     body_len: int = 0
     raw_body_prefix: bytes = b""  # body bytes as on the wire (first 64 KiB)
     complete: bool = False  # the whole body was received
+    aborted: bool = False  # the connection ended inside the body
     trailers: list = field(default_factory=list)
     problems: list = field(default_factory=list)  # well-formedness violations seen
     t_head: float = 0.0
@@ -140,11 +141,6 @@ def _parse_head(raw: bytes):
     return method, target, version, headers
 
 
-def _pattern(i: int) -> bytes:
-    """Deterministic download content: byte i is (i % 251)."""
-    return bytes((j % 251) for j in range(i))
-
-
 _BLOCK = bytes(j % 251 for j in range(251 * 261))  # 65511 bytes, a whole number of periods
 
 
@@ -182,6 +178,12 @@ class RecordingUpstream:
     def wait_requests(self, n: int, timeout: float = 5.0) -> list[Record]:
         self.wait_for(lambda: len(self.complete) >= n, timeout)
         return self.complete
+
+    def next_after(self, n: int, timeout: float = 5.0) -> Record:
+        """The first complete request after the first n (wait for it)."""
+        recs = self.wait_requests(n + 1, timeout)
+        assert len(recs) > n, f"{self.name}: expected a new request, have {len(recs)} (targets {[r.target for r in recs]})"
+        return recs[n]
 
     def last(self, timeout: float = 5.0) -> Record:
         recs = self.wait_requests(1, timeout)
@@ -318,6 +320,11 @@ class RecordingUpstream:
                     rec.framing = "chunked"
                 elif rec.header("content-length") is not None:
                     rec.framing = "content-length"
+                    if not re.fullmatch(r"[0-9]{1,18}", rec.header("content-length")):
+                        rec.problems.append(f"invalid content-length {rec.header('content-length')!r}")
+                        self.records.append(rec)
+                        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        return
                 self.records.append(rec)
                 path = target.split("?", 1)[0]
 
@@ -336,8 +343,9 @@ class RecordingUpstream:
                         elif len(stored) < MAX_STORED_BODY:
                             stored += piece[: MAX_STORED_BODY - len(stored)]
                 except (asyncio.IncompleteReadError, ConnectionError):
+                    # the proxy aborted the message (legitimate when the client's body was bad)
                     rec.body = bytes(stored)
-                    rec.problems.append("connection ended inside the body")
+                    rec.aborted = True
                     return
                 except BadRequest as e:
                     rec.body = bytes(stored)
