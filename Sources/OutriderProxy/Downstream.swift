@@ -57,6 +57,7 @@ final class DownstreamConnection: SocketConnection {
     private var errorReason: LocalReplyReason?
     private var exchangeActive = false
     private var waitingForOutputRoom = false
+    private var lingering = false
 
     // Access-log fields copied out of the head (the head itself is released early).
     private var meta: ByteBuffer?
@@ -84,6 +85,7 @@ final class DownstreamConnection: SocketConnection {
         phase = .waitingHead
         requestsServed = 0
         exchangeActive = false
+        lingering = false
         readable = false
         writable = false
     }
@@ -161,7 +163,7 @@ final class DownstreamConnection: SocketConnection {
 
     override func outputProgressed() {
         if pendingOutput == 0 && phase == .closingAfterFlush {
-            close()
+            lingerOrClose()
             return
         }
         if waitingForOutputRoom, let upstream {
@@ -172,7 +174,20 @@ final class DownstreamConnection: SocketConnection {
     }
 
     override func outputIdle() {
-        if phase == .closingAfterFlush { close() }
+        if phase == .closingAfterFlush { lingerOrClose() }
+    }
+
+    /// The last response is out. Closing a socket with unread input makes the kernel send a
+    /// reset, which can destroy that response before the client reads it (a 413 sent while
+    /// the body still arrives). So: half-close, discard what still comes for up to 2 s, then
+    /// close (nginx's lingering close).
+    private func lingerOrClose() {
+        if peerClosed || lingering { close(); return }
+        lingering = true
+        Sys.shutdownWrite(fd)
+        worker.loop.setDeadline(self, worker.loop.now + 2_000_000_000)
+        readable = true
+        processInput()
     }
 
     override func writeError() {
@@ -227,9 +242,16 @@ final class DownstreamConnection: SocketConnection {
                 return
             case .closingAfterFlush, .closed:
                 // Discard what a closing client still sends.
-                if readable, let buffer = inBuffer { buffer.clear() }
-                if readable { _ = readIntoInput(); inBuffer?.clear(); releaseInputIfEmpty() }
-                if peerClosed && phase == .closingAfterFlush && pendingOutput == 0 { close() }
+                inBuffer?.clear()
+                while readable && fd >= 0 {
+                    let outcome = readIntoInput()
+                    inBuffer?.clear()
+                    if outcome == .closed || outcome == .failed {
+                        if pendingOutput == 0 { close() }
+                        return
+                    }
+                }
+                releaseInputIfEmpty()
                 return
             }
         }
