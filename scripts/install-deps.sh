@@ -12,11 +12,7 @@ APT_ONLY=0
 PKGS=(libssl-dev libnghttp2-dev pkg-config curl python3-venv nghttp2-client wrk procps)
 
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "install-deps: not root and no sudo; cannot install system packages" >&2
-  fi
-fi
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -25,6 +21,10 @@ for p in "${PKGS[@]}"; do
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && [ -z "$SUDO" ]; then
+    echo "install-deps: missing ${missing[*]}, and neither root nor sudo to install them" >&2
+    exit 1
+  fi
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq

@@ -38,7 +38,8 @@ public struct ChunkedDecoder: Sendable {
             let available = buffer.writerIndex - start
             switch state {
             case .size:
-                guard let lineEnd = findLine(buffer) else { return available >= Self.maxLineBytes ? fail() : .needMore }
+                // A line may hold maxLineBytes before its CRLF.
+                guard let lineEnd = findLine(buffer) else { return available >= Self.maxLineBytes + 2 ? fail() : .needMore }
                 if lineEnd - start > Self.maxLineBytes { return fail() }
                 guard let size = parseSizeLine(buffer.base, start, lineEnd) else { return fail() }
                 buffer.consume(lineEnd + 2 - start)
@@ -58,10 +59,10 @@ public struct ChunkedDecoder: Sendable {
                 state = .size
             case .trailers:
                 guard let lineEnd = findLine(buffer) else {
-                    return available >= Self.maxLineBytes ? fail() : .needMore
+                    return available >= Self.maxLineBytes + 2 ? fail() : .needMore
                 }
                 let length = lineEnd - start
-                if length < 0 { return fail() }
+                if length < 0 || buffer[lineEnd] != 0x0D || length > Self.maxLineBytes { return fail() }
                 if length == 0 {
                     buffer.consume(2)
                     state = .done

@@ -140,6 +140,13 @@ public struct HeadParser: Sendable {
                 return checkIncompleteLine(base: base, end: end)
             }
             let lineFeed = UnsafePointer<UInt8>(found.assumingMemoryBound(to: UInt8.self)) - base
+            // A line that runs past a limit is judged on what came before the limit, so the
+            // answer is the same however the bytes were split (the first violation in byte
+            // order wins).
+            if lineFeed - headStart >= limits.maxHeaderBytes
+                || (state == .firstLine && kind == .request && lineFeed - lineStart > HeadLimits.maxTargetBytes) {
+                if let failure = lineViolation(base, lineStart, lineFeed) { return fail(failure) }
+            }
             // Every line ends in CRLF: a bare LF is refused.
             guard lineFeed > lineStart, base[lineFeed - 1] == 0x0D else { return fail(.badRequest) }
             let lineEnd = lineFeed - 1
@@ -178,9 +185,7 @@ public struct HeadParser: Sendable {
             if case .failed = status { return status }
             lineStart = lineFeed + 1
             scanOffset = lineStart
-            if state == .headers || state == .firstLine {
-                if lineStart - headStart > limits.maxHeaderBytes { return fail(kind == .request ? .headersTooLarge : .invalidResponse) }
-            }
+            if lineStart - headStart > limits.maxHeaderBytes { return fail(kind == .request ? .headersTooLarge : .invalidResponse) }
             if status == .complete { began = false; return .complete }
         }
         began = false
@@ -197,14 +202,85 @@ public struct HeadParser: Sendable {
     /// Limits that can be judged before a line is complete.
     private mutating func checkIncompleteLine(base: UnsafePointer<UInt8>, end: Int) -> ParseStatus {
         let pending = end - lineStart
-        if state == .firstLine && kind == .request {
-            if pending > HeadLimits.maxTargetBytes + 64 { return fail(.uriTooLong) }
-            // A bare CR followed by something other than LF can be refused at once.
-        }
-        if end - headStart > limits.maxHeaderBytes {
-            return fail(state == .firstLine && kind == .request ? .uriTooLong : .headersTooLarge)
+        let overHead = end - headStart > limits.maxHeaderBytes
+        let overTarget = state == .firstLine && kind == .request && pending > HeadLimits.maxTargetBytes + 64
+        if overHead || overTarget {
+            return fail(lineViolation(base, lineStart, end) ?? (overHead ? .headersTooLarge : .uriTooLong))
         }
         return .needMore
+    }
+
+    /// The first violation, in byte order, in the line bytes `[start, end)` (complete or not):
+    /// a byte that cannot appear there (400), the head passing `maxHeaderBytes` (431), the
+    /// target passing 8 KiB (414). A CR is allowed only as the last byte of the range. Nil when
+    /// the range holds none of these.
+    private func lineViolation(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> ParseFailure? {
+        let headLimit = headStart + limits.maxHeaderBytes   // first byte position over the limit
+        let tooLarge: ParseFailure = kind == .request ? .headersTooLarge : .invalidResponse
+        var index = start
+        @inline(__always) func invalidCR(_ position: Int) -> Bool { base[position] == 0x0D && position != end - 1 }
+        if state == .firstLine && kind == .request {
+            // method SP target SP version
+            var part = 0
+            var partStart = start
+            while index < end {
+                if index >= headLimit { return tooLarge }
+                let byte = base[index]
+                if byte == 0x0D {
+                    if invalidCR(index) { return .badRequest }
+                    index += 1
+                    continue
+                }
+                switch part {
+                case 0:
+                    if byte == 0x20 {
+                        if index == partStart { return .badRequest }
+                        part = 1
+                        partStart = index + 1
+                    } else if !isTokenByte(byte) || index - partStart >= 32 {
+                        return .badRequest
+                    }
+                case 1:
+                    if byte == 0x20 {
+                        if index == partStart { return .badRequest }
+                        part = 2
+                        partStart = index + 1
+                    } else if !isTargetByte(byte) {
+                        return .badRequest
+                    } else if index - partStart >= HeadLimits.maxTargetBytes {
+                        return .uriTooLong
+                    }
+                default:
+                    let offset = index - partStart
+                    let expected: StaticString = "HTTP/1.x"
+                    if offset >= 8 { return .badRequest }
+                    if offset < 7 && byte != expected.utf8Start[offset] { return .badRequest }
+                    if offset == 7 && byte != UInt8(ascii: "0") && byte != UInt8(ascii: "1") { return .badRequest }
+                }
+                index += 1
+            }
+            return nil
+        }
+        if state == .firstLine { return index < end && end > headLimit ? tooLarge : nil }
+        // A header (or trailer) line: token ":" field-value.
+        var inValue = false
+        if index < end && (base[index] == 0x20 || base[index] == 0x09) { return kind == .request ? .badRequest : .invalidResponse }
+        while index < end {
+            if index >= headLimit { return tooLarge }
+            let byte = base[index]
+            if byte == 0x0D {
+                if invalidCR(index) { return kind == .request ? .badRequest : .invalidResponse }
+            } else if inValue {
+                if !isFieldValueByte(byte) { return kind == .request ? .badRequest : .invalidResponse }
+            } else if byte == UInt8(ascii: ":") {
+                if index == start { return kind == .request ? .badRequest : .invalidResponse }
+                inValue = true
+            } else if !isTokenByte(byte) {
+                return kind == .request ? .badRequest : .invalidResponse
+            }
+            index += 1
+        }
+        return nil
     }
 
     private mutating func parseRequestLine(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, _ head: inout MessageHead) -> ParseStatus {
@@ -289,6 +365,10 @@ public struct HeadParser: Sendable {
         switch kind {
         case .host:
             guard head.hostIndex < 0, valueLength > 0 else { return fail(.badRequest) }
+            if self.kind == .request {
+                // RFC 9112 §3.2: uri-host [ ":" port ] — no spaces, slashes, "@", "?" or "#".
+                for offset in 0..<valueLength where !isHostByte(value[offset]) { return fail(.badRequest) }
+            }
             head.hostIndex = entryIndex
         case .contentLength:
             guard valueLength > 0, valueLength <= 18 else { return fail(.badRequest) }
@@ -367,5 +447,20 @@ func forEachListItem(_ value: UnsafePointer<UInt8>, _ count: Int, _ body: (Unsaf
         while itemEnd > itemStart && (value[itemEnd - 1] == 0x20 || value[itemEnd - 1] == 0x09) { itemEnd -= 1 }
         if itemEnd > itemStart { body(value + itemStart, itemEnd - itemStart) }
         index += 1
+    }
+}
+
+/// Bytes of `uri-host [":" port]`: unreserved, sub-delims, "%", ":" and the IP-literal brackets.
+@inline(__always)
+func isHostByte(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+         UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "!"), UInt8(ascii: "$"),
+         UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+         UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: "%"), UInt8(ascii: ":"), UInt8(ascii: "["),
+         UInt8(ascii: "]"):
+        return true
+    default:
+        return false
     }
 }

@@ -2,8 +2,9 @@ import OutriderCore
 
 /// Normalizes an origin-form request target (SPEC §2 "Routing"): unreserved percent-escapes
 /// decoded, other escapes kept with upper-case hex, repeated slashes merged, dot-segments
-/// resolved. Refused: `%2F`, `%5C`, a raw `\`, a `#`, a malformed escape, and dot-segments
-/// that climb above the root. The query is copied as it came.
+/// resolved. Refused: `%2F`, `%5C`, a raw `\`, a `#`, a malformed escape, dot-segments
+/// that climb above the root, and `.;`/`..;` segments (dot-segments to servers that strip
+/// path parameters). The query is copied as it came.
 public enum PathNormalizer {
     public struct Result: Equatable, Sendable {
         /// Bytes of the normalized path at the start of what was written.
@@ -55,6 +56,13 @@ public enum PathNormalizer {
                 }
             }
             let segmentLength = written - segmentStart
+            // "..;x" and ".;x" are dot-segments to servers that strip path parameters (Tomcat,
+            // Jetty): ambiguous, so refused.
+            if segmentLength >= 2 && out[segmentStart] == UInt8(ascii: ".") {
+                let second = out[segmentStart + 1]
+                if second == UInt8(ascii: ";") { return nil }
+                if segmentLength >= 3 && second == UInt8(ascii: ".") && out[segmentStart + 2] == UInt8(ascii: ";") { return nil }
+            }
             if segmentLength == 1 && out[segmentStart] == UInt8(ascii: ".") {
                 written = segmentStart
             } else if segmentLength == 2 && out[segmentStart] == UInt8(ascii: ".") && out[segmentStart + 1] == UInt8(ascii: ".") {

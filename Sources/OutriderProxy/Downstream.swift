@@ -126,7 +126,8 @@ final class DownstreamConnection: SocketConnection {
                 return
             }
         }
-        if events & Epoll.input != 0 || events & Epoll.readHangup != 0 { readable = true }
+        if events & Epoll.readHangup != 0 { hangupSeen = true }
+        if events & (Epoll.input | Epoll.readHangup) != 0 { readable = true }
         if events & Epoll.output != 0 {
             writable = true
             if pendingOutput > 0 { flush() }

@@ -22,6 +22,9 @@ class SocketConnection: LoopHandler {
     final var readable = false
     final var writable = false
     final var peerClosed = false
+    /// epoll reported EPOLLRDHUP: a FIN is queued behind the data, so a short read does not
+    /// mean "drained" — keep reading until read returns 0.
+    final var hangupSeen = false
     final var flushQueued = false
     /// Set when a write failed: the connection is going away.
     final var writeFailed = false
@@ -50,7 +53,7 @@ class SocketConnection: LoopHandler {
         let count = Sys.read(fd, buffer.writePointer, room)
         if count > 0 {
             buffer.writerIndex += count
-            if count < room { readable = false }
+            if count < room && !hangupSeen { readable = false }
             return .data
         }
         if count == 0 {
@@ -143,6 +146,7 @@ class SocketConnection: LoopHandler {
         readable = false
         writable = false
         peerClosed = false
+        hangupSeen = false
         writeFailed = false
     }
 }

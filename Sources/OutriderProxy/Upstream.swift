@@ -90,6 +90,7 @@ final class UpstreamConnection: SocketConnection {
     }
 
     override func handleEvents(_ events: UInt32) {
+        if events & Epoll.readHangup != 0 { hangupSeen = true }
         switch state {
         case .closed:
             return

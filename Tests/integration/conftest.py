@@ -170,7 +170,9 @@ class Proxy:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self):
+    def stop(self) -> str | None:
+        """SIGTERM, then SIGKILL after 5 s. Returns a complaint when the exit was not clean."""
+        problem = None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -178,8 +180,12 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+                problem = "did not exit within 5 s of SIGTERM (drain.delay 0s, no request in flight): killed"
+            if problem is None and self.proc.returncode != 0:
+                problem = f"exited {self.proc.returncode} on SIGTERM (expected 0)"
         self._out.close()
         self._err.close()
+        return problem
 
 
 def start_proxy(bin_path, workdir: Path, routes=None, clusters=None, listener=None, top=None, upstream=None,
@@ -245,9 +251,13 @@ def proxy_factory(outrider_bin, tmp_path):
         return p
 
     yield start
+    problems = []
     for p in started:
-        p.stop()
+        problem = p.stop()
         _report(p)
+        if problem:
+            problems.append(f"outrider pid {p.pid}: {problem}")
+    assert not problems, "; ".join(problems)
 
 
 @pytest.fixture
@@ -271,6 +281,7 @@ def module_proxy(outrider_bin, tmp_path_factory, module_upstream):
     """One proxy with the default config shared by a module's tests (for large parametrized sets)."""
     p = start_proxy(outrider_bin, tmp_path_factory.mktemp("mproxy"), upstream=module_upstream)
     yield p
-    p.stop()
-    if p.proc.returncode not in (0, None):
+    problem = p.stop()
+    if problem or p.proc.returncode != 0:
         _report(p)
+    assert not problem, f"outrider pid {p.pid}: {problem}"

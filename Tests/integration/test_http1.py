@@ -215,3 +215,55 @@ def test_websocket_echo(proxy_factory, upstream, ws_echo):
     with p.conn() as c:
         c.request("GET", "/after-ws")
         assert c.read_response().status == 200
+
+
+def _ws_handshake(port):
+    import base64
+    import os
+
+    c = Conn(port, timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    c.send(
+        f"GET /ws/raw HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = c.read_head()
+    assert head.status == 101, head
+    assert (head.header("upgrade") or "").lower() == "websocket", head.headers
+    return c
+
+
+def test_websocket_close_propagates_both_ways(proxy_factory, ws_echo):
+    p = proxy_factory(clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{ws_echo.port}"]}])
+    # the upstream closes TCP right after the close handshake: the client must see EOF promptly.
+    # Repeated because a missed EOF can depend on how the close frame and the FIN are batched.
+    for i in range(25):
+        c = _ws_handshake(p.port)
+        mask = b"\x01\x02\x03\x04"
+        c.send(b"\x81\x82" + mask + bytes(a ^ b for a, b in zip(b"hi", mask)))  # text "hi"
+        echo = c._read_until(b"hi", time.monotonic() + 2)
+        assert echo == b"\x81\x02hi", echo
+        c.send(b"\x88\x82" + mask + bytes(a ^ b for a, b in zip(b"\x03\xe8", mask)))  # Close 1000
+        t0 = time.monotonic()
+        closed, got = c.wait_closed(2)
+        elapsed = time.monotonic() - t0
+        c.close()
+        assert got.startswith(b"\x88\x02\x03\xe8"), f"try {i}: close frame not relayed: {got!r}"
+        assert closed and elapsed < 1.0, (
+            f"try {i}: the upstream closed the tunnel but the client connection stayed open "
+            f"{elapsed:.1f}s (EOF not propagated)"
+        )
+    # a client that goes away is seen by the upstream
+    deadline = time.monotonic() + 2
+    while ws_echo.open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c = _ws_handshake(p.port)
+    deadline = time.monotonic() + 2
+    while ws_echo.open != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ws_echo.open == 1
+    c.close()
+    deadline = time.monotonic() + 2
+    while ws_echo.open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ws_echo.open == 0, "the client closed the tunnel but the upstream connection stayed open"

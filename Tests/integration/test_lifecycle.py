@@ -73,3 +73,11 @@ def test_operational_logs_are_json_lines(proxy, upstream):
         except Exception:
             bad.append(ln)
     assert not bad, f"stderr lines that are not JSON objects: {bad[:5]}"
+
+
+def test_sigint_exits_zero(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/before-int")
+        assert c.read_response().status == 200
+    proxy.signal(signal.SIGINT)
+    assert proxy.wait_exit(5) == 0

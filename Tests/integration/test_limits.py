@@ -148,3 +148,25 @@ def test_414_long_target(proxy, upstream):
         assert closed, "414 must close the connection"
     time.sleep(0.2)
     assert not any("/too-long" in rec.target for rec in upstream.records)
+
+
+def test_max_connections_pauses_accepting(proxy_factory, upstream):
+    p = proxy_factory(upstream=upstream, top={"workers": 1}, listener={"limits": {"max_connections": 2}})
+    a, b = p.conn(), p.conn()
+    try:
+        for c in (a, b):
+            c.request("GET", "/held")
+            assert c.read_response().status == 200
+        third = p.conn(timeout=5)  # the kernel completes the handshake; the proxy must not serve it yet
+        try:
+            third.request("GET", "/third")
+            with pytest.raises(TimeoutError):
+                third.read_response(timeout=1)
+            a.close()  # a slot frees up: the third connection is served
+            r = third.read_response(timeout=3)
+            assert r.status == 200, r
+        finally:
+            third.close()
+    finally:
+        a.close()
+        b.close()

@@ -65,9 +65,10 @@ def routed(outrider_bin, loop_thread, tmp_path_factory):
     routes, clusters = _route_config(a, b)
     p = start_proxy(outrider_bin, tmp_path_factory.mktemp("routed"), routes=routes, clusters=clusters)
     yield p, a, b
-    p.stop()
+    problem = p.stop()
     loop_thread.run(a.stop())
     loop_thread.run(b.stop())
+    assert not problem, f"outrider pid {p.pid}: {problem}"
 
 
 @pytest.mark.parametrize("method,target,host,headers,expected", CASES,

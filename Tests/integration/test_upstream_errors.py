@@ -119,3 +119,61 @@ def test_stale_pooled_connection_is_not_a_502(proxy_factory, upstream):
                 f"iteration {i}: a request after the upstream closed an idle pooled connection got {r}"
             )
     assert upstream.connections >= 5
+
+
+def test_route_timeout_covers_headers_not_body(proxy_factory, upstream):
+    """`timeout` is for the response head: a body that is slow after the head is not cut off."""
+    p = proxy_factory(
+        upstream=upstream,
+        routes=[{"name": "slow", "match": {"path_prefix": "/"}, "timeout": "500ms", "cluster": "app"}],
+    )
+    with p.conn() as c:
+        c.request("GET", "/slow-body/1000")
+        r = c.read_response(timeout=5)
+    assert r.status == 200, r
+    assert r.body == b"slow body\n"
+
+
+def test_pool_idle_timeout_closes_upstream_connections(proxy_factory, upstream):
+    p = proxy_factory(
+        upstream=upstream,
+        clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{upstream.port}"],
+                   "pool": {"max_idle_per_endpoint": 8, "idle_timeout": "500ms"}}],
+    )
+    with p.conn() as c:
+        c.request("GET", "/pooled")
+        assert c.read_response().status == 200
+        assert upstream.open_connections == 1
+        assert upstream.wait_for(lambda: upstream.open_connections == 0, 3), \
+            "an idle pooled upstream connection outlived pool.idle_timeout (500ms) by 2.5 s"
+        # and the next request simply opens a new one
+        c.request("GET", "/pooled-again")
+        assert c.read_response().status == 200
+    assert upstream.connections == 2
+
+
+def test_pool_max_idle_per_endpoint(proxy_factory, upstream):
+    p = proxy_factory(
+        upstream=upstream,
+        top={"workers": 1},
+        clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{upstream.port}"],
+                   "pool": {"max_idle_per_endpoint": 1, "idle_timeout": "60s"}}],
+    )
+    import threading
+
+    results = []
+
+    def one(i):
+        with p.conn() as c:
+            c.request("GET", f"/slow/300/par{i}")
+            results.append(c.read_response().status)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert results == [200] * 4
+    assert upstream.connections == 4
+    assert upstream.wait_for(lambda: upstream.open_connections <= 1, 3), \
+        f"{upstream.open_connections} upstream connections kept idle with max_idle_per_endpoint 1"

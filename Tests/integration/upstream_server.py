@@ -19,6 +19,14 @@ path so that rewritten prefixes still work):
   /echo            answer with the request body (same content-type)
   /upload          stream the body, answer {"bytes": N, "sha256": HEX}
   /hop-response    answer with hop-by-hop headers (Connection: x-bar, X-Bar, Keep-Alive, ...)
+  /eof-body        answer without content-length or chunked: the body ends when the connection closes
+  /early-hints     send "103 Early Hints" before the 200
+  /slow-body/MS    send the head at once and the body MS milliseconds later
+  /cookies         answer with two Set-Cookie headers
+  /dribble-response  a chunked answer with a trailer, written one byte at a time
+  /bad-response/K  an invalid answer of kind K (cl-te, two-cl, bad-name, space-before-colon,
+                   bare-lf, nul, bad-status, bad-chunk), then close
+HEAD requests get the head only; 204 and 304 answers have no body.
   anything else    200 with a JSON echo of method, target, headers, body length
 
 Every response carries `x-upstream-conn` (connection number, 1-based) and
@@ -142,6 +150,18 @@ def _parse_head(raw: bytes):
 
 
 _BLOCK = bytes(j % 251 for j in range(251 * 261))  # 65511 bytes, a whole number of periods
+
+
+BAD_RESPONSES = {
+    "cl-te": b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two-cl": b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+    "bad-name": b"HTTP/1.1 200 OK\r\nbad name: x\r\ncontent-length: 2\r\n\r\nok",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\ncontent-length : 2\r\n\r\nok",
+    "bare-lf": b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok",
+    "nul": b"HTTP/1.1 200 OK\r\nx-a: a\x00b\r\ncontent-length: 2\r\n\r\nok",
+    "bad-status": b"HTTP/1.1 2000 OK\r\ncontent-length: 2\r\n\r\nok",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
+}
 
 
 class RecordingUpstream:
@@ -383,6 +403,10 @@ class RecordingUpstream:
             lines.append(f"{k}: {v}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
+    @staticmethod
+    def _body(rec: Record, body: bytes) -> bytes:
+        return b"" if rec.method == "HEAD" else body
+
     def _echo_json(self, rec: Record) -> bytes:
         return json.dumps(
             {
@@ -416,11 +440,65 @@ class RecordingUpstream:
             writer.close()
             return False
 
+        m = re.search(r"/bad-response/([a-z-]+)", path)
+        if m:
+            writer.write(BAD_RESPONSES[m.group(1)])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            return False
+
+        if re.search(r"/dribble-response(/|$)", path):
+            raw = (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n"
+                   b"trailer: x-t\r\n\r\n5;ext=1\r\nhello\r\n8\r\n dribble\r\n0\r\nx-t: end\r\n\r\n")
+            for i in range(len(raw)):
+                writer.write(raw[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            return True
+
         m = re.search(r"/status/(\d{3})", path)
         if m:
             status = int(m.group(1))
-            body = f"status {status}\n".encode()
-            writer.write(self._head(rec, status, [("content-type", "text/plain"), ("content-length", len(body))]) + body)
+            if status in (204, 304):
+                writer.write(self._head(rec, status, [("x-status", status)]))
+            else:
+                body = f"status {status}\n".encode()
+                writer.write(self._head(rec, status, [("content-type", "text/plain"), ("content-length", len(body))])
+                             + self._body(rec, body))
+            await writer.drain()
+            return True
+
+        if re.search(r"/eof-body(/|$)", path):
+            writer.write(self._head(rec, 200, [("content-type", "text/plain")]))
+            await writer.drain()
+            for part in (b"close-", b"delimited-", b"body\n"):
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            writer.close()
+            return False
+
+        if re.search(r"/early-hints(/|$)", path):
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+        m = re.search(r"/slow-body/(\d+)", path)
+        if m:
+            body = b"slow body\n"
+            writer.write(self._head(rec, 200, [("content-type", "text/plain"), ("content-length", len(body))]))
+            await writer.drain()
+            await asyncio.sleep(int(m.group(1)) / 1000.0)
+            writer.write(self._body(rec, body))
+            await writer.drain()
+            return True
+
+        if re.search(r"/cookies(/|$)", path):
+            body = b"cookies\n"
+            writer.write(self._head(rec, 200, [("set-cookie", "a=1; Path=/"), ("x-multi", "one"),
+                                              ("set-cookie", "b=2; Path=/; HttpOnly"), ("x-multi", "two"),
+                                              ("content-length", len(body))]) + self._body(rec, body))
             await writer.drain()
             return True
 
@@ -445,6 +523,9 @@ class RecordingUpstream:
         if m:
             n = int(m.group(1))
             writer.write(self._head(rec, 200, [("content-type", "application/octet-stream"), ("content-length", n)]))
+            if rec.method == "HEAD":
+                await writer.drain()
+                return True
             sent = 0
             while sent < n:
                 k = min(len(_BLOCK), n - sent)
@@ -491,7 +572,7 @@ class RecordingUpstream:
         hdrs = [("content-type", "application/json"), ("content-length", len(body))]
         if close:
             hdrs.append(("connection", "close"))
-        writer.write(self._head(rec, 200, hdrs) + body)
+        writer.write(self._head(rec, 200, hdrs) + self._body(rec, body))
         await writer.drain()
         if close:
             writer.close()
@@ -507,14 +588,21 @@ class WebSocketEcho:
     def __init__(self):
         self.port = 0
         self.handshakes = []  # list of (path, [(name, value)])
+        self.open = 0  # WebSocket connections currently open
         self._server = None
 
     async def start(self):
         from websockets.asyncio.server import serve
 
         async def handler(ws):
-            async for msg in ws:
-                await ws.send(msg)
+            self.open += 1
+            try:
+                async for msg in ws:
+                    await ws.send(msg)
+            except Exception:
+                pass
+            finally:
+                self.open -= 1
 
         def process_request(connection, request):
             self.handshakes.append((request.path, list(request.headers.raw_items())))

@@ -1,0 +1,116 @@
+"""Message semantics that proxies commonly get wrong (RFC 9110/9112): HEAD, 204/304 without a
+body, close-delimited upstream bodies, 1xx before the final answer, repeated headers, the
+client's Connection: close, and many concurrent keep-alive clients."""
+
+import threading
+
+import pytest
+
+
+def test_head_response_has_no_body(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("HEAD", "/big/5000")
+        r = c.read_response(method="HEAD")
+        assert r.status == 200, r
+        assert r.header("content-length") == "5000", "HEAD keeps the GET content-length"
+        # the connection is still in sync: the next answer is parsed right after the head
+        c.request("GET", "/after-head")
+        r2 = c.read_response(timeout=3)
+        assert r2.status == 200 and r2.json()["target"] == "/after-head", r2
+    assert upstream.next_after(0).method == "HEAD"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodyless_statuses_keep_connection_in_sync(proxy, upstream, status):
+    with proxy.conn() as c:
+        c.request("GET", f"/status/{status}")
+        r = c.read_response(timeout=3)
+        assert r.status == status, r
+        assert r.header("x-status") == str(status)
+        assert "transfer-encoding" not in r.header_names(), f"a {status} must not be framed: {r.headers}"
+        if status == 204:
+            assert r.header("content-length") in (None, "0"), r.headers
+        c.request("GET", "/after-bodyless")
+        r2 = c.read_response(timeout=3)
+        assert r2.status == 200 and r2.json()["target"] == "/after-bodyless", r2
+
+
+def test_close_delimited_upstream_body(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/eof-body")
+        r = c.read_response(timeout=5)
+        assert r.status == 200, r
+        assert r.body == b"close-delimited-body\n"
+        if r.framing == "eof":
+            closed, _ = c.wait_closed(1)
+            assert closed
+        else:
+            # re-framed (chunked) for a 1.1 client: the client connection stays usable
+            c.request("GET", "/after-eof-body")
+            assert c.read_response().status == 200
+
+
+def test_informational_response_then_final(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/early-hints")
+        r = c.read_response(timeout=5)
+        assert r.status == 200, r
+        assert r.json()["target"] == "/early-hints"
+        for info in r.informational:
+            assert info.status == 103, info
+        c.request("GET", "/after-hints")
+        assert c.read_response().status == 200
+
+
+def test_repeated_headers_preserved(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/cookies", headers=[("X-Multi", "first"), ("Accept", "a/b"), ("X-Multi", "second")])
+        r = c.read_response()
+    assert r.status == 200, r
+    assert r.header_all("set-cookie") == ["a=1; Path=/", "b=2; Path=/; HttpOnly"], \
+        f"Set-Cookie answers must stay separate lines, in order: {r.headers}"
+    multi = [v.strip() for h in r.header_all("x-multi") for v in h.split(",")]
+    assert multi == ["one", "two"], r.headers
+    rec = upstream.last()
+    sent = [v.strip() for h in rec.header_all("x-multi") for v in h.split(",")]
+    assert sent == ["first", "second"], rec.headers
+
+
+def test_client_connection_close(proxy, upstream):
+    with proxy.conn() as c:
+        c.request("GET", "/bye", headers=[("Connection", "close")])
+        r = c.read_response()
+        assert r.status == 200, r
+        assert (r.header("connection") or "").lower() == "close", r.headers
+        closed, extra = c.wait_closed(2)
+        assert closed and extra == b""
+    assert upstream.last().target == "/bye"
+
+
+def test_many_concurrent_keepalive_clients(proxy, upstream):
+    """40 connections x 25 requests with bodies, in parallel: every answer matches its request."""
+    n_conn, n_req = 40, 25
+    errors = []
+
+    def client(i):
+        try:
+            with proxy.conn(timeout=10) as c:
+                for j in range(n_req):
+                    body = f"{i}:{j}".encode() * (1 + (i + j) % 7)
+                    c.request("POST", f"/echo/{i}/{j}", body=body)
+                    r = c.read_response(timeout=10)
+                    if r.status != 200 or r.body != body:
+                        errors.append((i, j, r.status, r.body[:50]))
+                        return
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n_conn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:5]
+    assert len(upstream.complete) == n_conn * n_req
+    # pooled upstream connections: far fewer than one per request
+    assert upstream.connections <= n_conn + 4, f"{upstream.connections} upstream connections for {n_conn} clients"
