@@ -226,7 +226,16 @@ final class DownstreamConnection: SocketConnection {
                     startExchangeForLocalReply()
                     sendLocalReply(.headersTooLarge, close: true)
                     return
-                case .closed, .failed:
+                case .closed:
+                    // A client may half-close after its last request: what is still being
+                    // written to it (a response finished this iteration) is delivered first.
+                    if pendingOutput > 0 && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0) {
+                        phase = .closingAfterFlush
+                    } else {
+                        close()
+                    }
+                    return
+                case .failed:
                     close()
                     return
                 }

@@ -2,6 +2,7 @@
 body, close-delimited upstream bodies, 1xx before the final answer, repeated headers, the
 client's Connection: close, and many concurrent keep-alive clients."""
 
+import socket
 import threading
 
 import pytest
@@ -114,3 +115,17 @@ def test_many_concurrent_keepalive_clients(proxy, upstream):
     assert len(upstream.complete) == n_conn * n_req
     # pooled upstream connections: far fewer than one per request
     assert upstream.connections <= n_conn + 4, f"{upstream.connections} upstream connections for {n_conn} clients"
+
+
+@pytest.mark.parametrize("path", ["/plain", "/slow/200", "/chunked"])
+def test_half_closed_client_still_gets_its_response(proxy, upstream, path):
+    """A client that sends a complete keep-alive request and then shuts down its sending side
+    (as `nc -N` or some batch clients do) still receives the full response, then EOF (nginx does
+    the same)."""
+    with proxy.conn() as c:
+        c.send(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response()
+        assert r.status == 200, r
+        closed, extra = c.wait_closed(3)
+        assert closed and extra == b""
