@@ -20,13 +20,18 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLinux", path: "Sources/CLinux"),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .target(name: "OutriderCore", swiftSettings: dataPath),
         .target(name: "OutriderPosix", dependencies: ["OutriderCore", "CLinux"], swiftSettings: dataPath),
         .target(name: "OutriderHTTP", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderConfig", dependencies: ["OutriderCore", .product(name: "Yams", package: "Yams")]),
         .target(name: "OutriderHTTP1", dependencies: ["OutriderCore", "OutriderHTTP"], swiftSettings: dataPath),
+        .target(name: "OutriderFilters", dependencies: ["OutriderCore", "OutriderHTTP", "COpenSSL", "CCrypt"],
+                swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
-            "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig",
+            "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
             "OutriderProxy", "OutriderConfig", "OutriderCore",
@@ -38,5 +43,6 @@ let package = Package(
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
+        .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"]),
     ]
 )

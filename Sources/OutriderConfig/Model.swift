@@ -85,6 +85,8 @@ public struct RouteConfig: Sendable, Equatable {
     public var timeout: Duration
     public var rewrite: RouteRewrite?
     public var cluster: String
+    /// The route's filter chain, in the order written.
+    public var filters: [FilterConfig] = []
 }
 
 public struct ListenerConfig: Sendable, Equatable {
@@ -128,4 +130,138 @@ public struct OutriderConfiguration: Sendable, Equatable {
     public var clusters: [ClusterConfig]
 
     public func cluster(named name: String) -> ClusterConfig? { clusters.first { $0.name == name } }
+}
+
+// MARK: filters (SPEC §4–6)
+
+/// One entry of a route's `filters` list, in the order written.
+public enum FilterConfig: Sendable, Equatable {
+    case auth(AuthFilterConfig)
+    case rateLimit(RateLimitConfig)
+    case headers(HeadersFilterConfig)
+}
+
+public struct AnonymousRule: Sendable, Equatable {
+    /// Segment-aware prefix of the normalized path.
+    public var pathPrefix: String
+    /// Upper-case methods; empty = any.
+    public var methods: [String]
+}
+
+public struct APIKeyEntry: Sendable, Equatable {
+    public enum Secret: Sendable, Equatable {
+        case plain([UInt8])
+        case sha256([UInt8])     // 32 bytes
+    }
+    public var name: String
+    public var secret: Secret
+}
+
+public struct APIKeyConfig: Sendable, Equatable {
+    /// Lower-case header the key is read from; a key also arrives as `Authorization: Bearer`.
+    public var header: String
+    public var keysFile: String
+    public var keys: [APIKeyEntry]
+}
+
+public struct HtpasswdEntry: Sendable, Equatable {
+    public var user: String
+    /// `$2y$…`/`$2b$…` (bcrypt) or `{SHA}base64`.
+    public var hash: String
+}
+
+public struct BasicAuthConfig: Sendable, Equatable {
+    public var htpasswd: String
+    public var entries: [HtpasswdEntry]
+}
+
+public enum TokenSource: Sendable, Equatable {
+    case header(String)      // lower-case; "authorization" means the Bearer scheme
+    case cookie(String)
+    case query(String)
+}
+
+public struct JWTConfig: Sendable, Equatable {
+    public var issuer: String?
+    public var audiences: [String]
+    public var jwksFile: String?
+    /// The JWKS document read from `jwks_file` at load.
+    public var jwksJSON: String?
+    public var jwksURI: String?
+    public var jwksRefresh: Duration
+    public var minRefresh: Duration
+    public var identityClaim: String
+    /// e.g. "RS256", "ES256", "EdDSA", "HS256"; never "none".
+    public var algorithms: [String]
+    public var clockSkew: Duration
+    public var from: [TokenSource]
+    /// claim name → lower-case header name
+    public var claimsToHeaders: [ClaimHeader]
+    public var forwardToken: Bool
+}
+
+public struct ClaimHeader: Sendable, Equatable {
+    public var claim: String
+    public var header: String
+}
+
+public enum FailureMode: String, Sendable { case deny, allow }
+
+public struct ExternalAuthConfig: Sendable, Equatable {
+    /// http://HOST:PORT/PATH (plain HTTP; the auth service runs in the pod or cluster).
+    public var url: String
+    public var address: ConfigAddress
+    public var path: String
+    public var timeout: Duration
+    /// Lower-case header names copied from the auth service's 2xx answer to the upstream request.
+    public var headersToUpstream: [String]
+    public var failureMode: FailureMode
+    public var cacheTTL: Duration
+}
+
+public struct AuthFilterConfig: Sendable, Equatable {
+    public var realm: String
+    public var allowAnonymous: [AnonymousRule]
+    public var apiKey: APIKeyConfig?
+    public var basic: BasicAuthConfig?
+    public var jwt: JWTConfig?
+    public var external: ExternalAuthConfig?
+}
+
+public enum RateLimitKey: Sendable, Equatable {
+    case clientIP
+    case header(String)      // lower-case
+    case identity
+}
+
+public struct RateLimitConfig: Sendable, Equatable {
+    public var requestsPerSecond: Double
+    public var burst: Int
+    public var key: RateLimitKey
+}
+
+public struct HeaderOperation: Sendable, Equatable {
+    public var name: String       // lower-case
+    /// A template: literal text with `${variable}` parts (SPEC §6 variables only).
+    public var value: String
+}
+
+public struct HeaderOperations: Sendable, Equatable {
+    public var set: [HeaderOperation]
+    public var add: [HeaderOperation]
+    public var remove: [String]   // lower-case
+}
+
+public struct HeadersFilterConfig: Sendable, Equatable {
+    public var request: HeaderOperations
+    public var response: HeaderOperations
+}
+
+/// Request-time variables a header template may use (SPEC §6); `jwt.claim.NAME` is a family.
+public enum TemplateVariables {
+    public static let names: Set<String> = ["client_ip", "client_port", "request_id", "host", "scheme", "method", "path", "identity"]
+    public static let claimPrefix = "jwt.claim."
+    public static func isKnown(_ name: String) -> Bool {
+        names.contains(name) || (name.hasPrefix(claimPrefix) && name.count > claimPrefix.count)
+    }
 }
