@@ -20,6 +20,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLinux", path: "Sources/CLinux"),
+        .target(name: "CAtomics", path: "Sources/CAtomics"),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
@@ -28,7 +29,7 @@ let package = Package(
         .target(name: "OutriderHTTP", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderConfig", dependencies: ["OutriderCore", .product(name: "Yams", package: "Yams")]),
         .target(name: "OutriderHTTP1", dependencies: ["OutriderCore", "OutriderHTTP"], swiftSettings: dataPath),
-        .target(name: "OutriderFilters", dependencies: ["OutriderCore", "OutriderHTTP", "COpenSSL", "CCrypt"],
+        .target(name: "OutriderFilters", dependencies: ["OutriderCore", "OutriderHTTP", "COpenSSL", "CCrypt", "CAtomics"],
                 swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
             "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
@@ -43,6 +44,7 @@ let package = Package(
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
-        .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"]),
+        .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"],
+                    exclude: ["Fixtures"]),
     ]
 )

@@ -347,10 +347,7 @@ struct ConfigurationBuilder {
         }
         if let node = fields.value("match") { config.match = match(node) }
         if let node = fields.value("timeout"), let value = session.duration(node, key: "timeout") { config.timeout = value }
-        if let node = fields.value("filters"), let items = session.list(node, key: "filters"), !items.isEmpty {
-            session.report("'filters' is not supported yet (auth, rate_limit and headers filters)",
-                           at: fields.keyNode("filters") ?? node)
-        }
+        if let node = fields.value("filters") { config.filters = filters(node) }
         if let node = fields.value("rewrite") { config.rewrite = rewrite(node) }
         let clusterNode = fields.value("cluster")
         var clusterIsValid = true
@@ -371,23 +368,27 @@ struct ConfigurationBuilder {
                                           supported: ["path_prefix", "host", "methods", "headers"]) else { return config }
         if let node = fields.value("path_prefix"), let value = pathPrefix(node) { config.pathPrefix = value }
         if let node = fields.value("host"), let value = hostPattern(node) { config.host = value }
-        if let node = fields.value("methods"), let items = session.list(node, key: "methods") {
-            var methods: [String] = []
-            for item in items {
-                guard let method = session.string(item, key: "methods") else { continue }
-                let isUpperCaseToken = HTTPToken.isValid(method) && !method.contains(where: \.isLowercase)
-                if !isUpperCaseToken {
-                    session.report("invalid method '\(method)': methods are upper-case tokens like GET or POST", at: item)
-                } else if methods.contains(method) {
-                    session.report("duplicate method '\(method)' in 'methods'", at: item)
-                } else {
-                    methods.append(method)
-                }
-            }
-            config.methods = methods
-        }
+        if let node = fields.value("methods"), let methods = methods(node) { config.methods = methods }
         if let node = fields.value("headers") { config.headers = headerMatches(node) }
         return config
+    }
+
+    /// Upper-case method tokens, without duplicates (route matches and allow_anonymous rules).
+    func methods(_ node: Node) -> [String]? {
+        guard let items = session.list(node, key: "methods") else { return nil }
+        var methods: [String] = []
+        for item in items {
+            guard let method = session.string(item, key: "methods") else { continue }
+            let isUpperCaseToken = HTTPToken.isValid(method) && !method.contains(where: \.isLowercase)
+            if !isUpperCaseToken {
+                session.report("invalid method '\(method)': methods are upper-case tokens like GET or POST", at: item)
+            } else if methods.contains(method) {
+                session.report("duplicate method '\(method)' in 'methods'", at: item)
+            } else {
+                methods.append(method)
+            }
+        }
+        return methods
     }
 
     private func headerMatches(_ node: Node) -> [HeaderMatch] {
@@ -436,7 +437,7 @@ struct ConfigurationBuilder {
         return config.pathPrefix == nil && config.host == nil ? nil : config
     }
 
-    private func pathPrefix(_ node: Node) -> String? {
+    func pathPrefix(_ node: Node) -> String? {
         guard let value = session.string(node, key: "path_prefix") else { return nil }
         guard value.hasPrefix("/") else {
             session.report("path_prefix '\(value)' must start with '/'", at: node)
@@ -569,7 +570,7 @@ struct ConfigurationBuilder {
     }
 
     /// SPEC sections this build does not implement: refused at their key, never ignored.
-    private func rejectUnsupported(_ keys: [String], in fields: Fields) {
+    func rejectUnsupported(_ keys: [String], in fields: Fields) {
         for key in keys {
             if let keyNode = fields.keyNode(key), fields.value(key) != nil {
                 session.report("'\(key)' is not supported yet", at: keyNode)

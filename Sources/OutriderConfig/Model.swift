@@ -244,6 +244,16 @@ public struct HeaderOperation: Sendable, Equatable {
     public var name: String       // lower-case
     /// A template: literal text with `${variable}` parts (SPEC §6 variables only).
     public var value: String
+    /// The value is a credential: it came through `${env:}`/`${file:}` (how Kubernetes Secrets
+    /// arrive) or the header carries credentials (`authorization`, `cookie`…). Only rendering
+    /// looks at this: print-config and /config show `<redacted>`.
+    public var isSecret: Bool = false
+
+    public init(name: String, value: String, isSecret: Bool = false) {
+        self.name = name
+        self.value = value
+        self.isSecret = isSecret
+    }
 }
 
 public struct HeaderOperations: Sendable, Equatable {

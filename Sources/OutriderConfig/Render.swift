@@ -11,10 +11,12 @@ indirect enum RenderedValue {
     /// A duration, size or keyword: plain in YAML, a string in JSON.
     case notation(String)
     case number(Int)
+    /// A number with a fraction, already formatted (`0.5`): plain in YAML and JSON.
+    case decimal(String)
     case bool(Bool)
-    /// A secret (certificate key, client secret, cookie secret…): always shown as
-    /// `<redacted>`. Nothing in this build is secret yet; sections that hold one (tls, auth)
-    /// must render it through this case.
+    /// A secret (certificate key, client secret, a credential header value…): always shown as
+    /// `<redacted>`. Credentials read from files (API keys, htpasswd hashes, JWKS) are not
+    /// rendered at all: only the file's path is.
     case secret
 }
 
@@ -102,6 +104,7 @@ enum ConfigTree {
                 ("headers", .mapping(route.match.headers.map { ($0.name, .text($0.value)) })),
             ])),
             ("timeout", duration(route.timeout)),
+            ("filters", .list(route.filters.map(filter))),
         ]
         if let rewrite = route.rewrite {
             var rewriteFields: [(key: String, value: RenderedValue)] = []
@@ -111,6 +114,97 @@ enum ConfigTree {
         }
         fields.append(("cluster", .text(route.cluster)))
         return .mapping(fields)
+    }
+
+    // MARK: Filters
+
+    private static func filter(_ filter: FilterConfig) -> RenderedValue {
+        switch filter {
+        case .auth(let auth): return .mapping([("auth", self.auth(auth))])
+        case .rateLimit(let rateLimit): return .mapping([("rate_limit", self.rateLimit(rateLimit))])
+        case .headers(let headers): return .mapping([("headers", self.headers(headers))])
+        }
+    }
+
+    /// Credentials never appear: keys, htpasswd hashes and the JWKS document are shown by the
+    /// path of the file they are read from (re-read when the output is loaded).
+    private static func auth(_ auth: AuthFilterConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = [
+            ("realm", .text(auth.realm)),
+            ("allow_anonymous", .list(auth.allowAnonymous.map { rule in
+                .mapping([("path_prefix", .text(rule.pathPrefix)), ("methods", .list(rule.methods.map { .text($0) }))])
+            })),
+        ]
+        if let apiKey = auth.apiKey {
+            fields.append(("api_key", .mapping([("header", .text(apiKey.header)), ("keys_file", .text(apiKey.keysFile))])))
+        }
+        if let basic = auth.basic {
+            fields.append(("basic", .mapping([("htpasswd", .text(basic.htpasswd))])))
+        }
+        if let jwt = auth.jwt { fields.append(("jwt", self.jwt(jwt))) }
+        if let external = auth.external {
+            fields.append(("external", .mapping([
+                ("url", .text(external.url)),
+                ("timeout", duration(external.timeout)),
+                ("headers_to_upstream", .list(external.headersToUpstream.map { .text($0) })),
+                ("failure_mode", .notation(external.failureMode.rawValue)),
+                ("cache_ttl", duration(external.cacheTTL)),
+            ])))
+        }
+        return .mapping(fields)
+    }
+
+    private static func jwt(_ jwt: JWTConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = []
+        if let issuer = jwt.issuer { fields.append(("issuer", .text(issuer))) }
+        fields.append(("audiences", .list(jwt.audiences.map { .text($0) })))
+        if let file = jwt.jwksFile { fields.append(("jwks_file", .text(file))) }
+        if let uri = jwt.jwksURI { fields.append(("jwks_uri", .text(uri))) }
+        fields += [
+            ("jwks_refresh", duration(jwt.jwksRefresh)),
+            ("min_refresh", duration(jwt.minRefresh)),
+            ("identity_claim", .text(jwt.identityClaim)),
+            ("algorithms", .list(jwt.algorithms.map { .text($0) })),
+            ("clock_skew", duration(jwt.clockSkew)),
+            ("from", .list(jwt.from.map { source in
+                switch source {
+                case .header(let name): return .text("header:" + name)
+                case .cookie(let name): return .text("cookie:" + name)
+                case .query(let name): return .text("query:" + name)
+                }
+            })),
+            ("claims_to_headers", .mapping(jwt.claimsToHeaders.map { ($0.claim, .text($0.header)) })),
+            ("forward_token", .bool(jwt.forwardToken)),
+        ]
+        return .mapping(fields)
+    }
+
+    private static func rateLimit(_ rateLimit: RateLimitConfig) -> RenderedValue {
+        let key: String
+        switch rateLimit.key {
+        case .clientIP: key = "client_ip"
+        case .identity: key = "identity"
+        case .header(let name): key = "header:" + name
+        }
+        return .mapping([
+            ("requests_per_second", .decimal(DecimalNotation.format(rateLimit.requestsPerSecond))),
+            ("burst", .number(rateLimit.burst)),
+            ("key", .text(key)),
+        ])
+    }
+
+    private static func headers(_ headers: HeadersFilterConfig) -> RenderedValue {
+        func operations(_ operations: HeaderOperations) -> RenderedValue {
+            func values(_ list: [HeaderOperation]) -> RenderedValue {
+                .mapping(list.map { ($0.name, $0.isSecret ? .secret : .text($0.value)) })
+            }
+            return .mapping([
+                ("set", values(operations.set)),
+                ("add", values(operations.add)),
+                ("remove", .list(operations.remove.map { .text($0) })),
+            ])
+        }
+        return .mapping([("request", operations(headers.request)), ("response", operations(headers.response))])
     }
 
     private static func cluster(_ cluster: ClusterConfig) -> RenderedValue {
@@ -179,7 +273,7 @@ enum YAMLWriter {
         switch item {
         case .notation(let text): return !text.contains(":")
         case .text(let text): return isPlainSafe(text) && !text.contains(":")
-        case .number, .bool: return true
+        case .number, .decimal, .bool: return true
         case .mapping, .list, .secret: return false
         }
     }
@@ -189,6 +283,7 @@ enum YAMLWriter {
         case .text(let text): return isPlainSafe(text) ? text : doubleQuoted(text)
         case .notation(let text): return text
         case .number(let number): return String(number)
+        case .decimal(let text): return text
         case .bool(let flag): return flag ? "true" : "false"
         case .secret: return doubleQuoted("<redacted>")
         case .mapping, .list: return "{}"
@@ -265,6 +360,8 @@ enum JSONWriter {
             output += quoted(text)
         case .number(let number):
             output += String(number)
+        case .decimal(let text):
+            output += text
         case .bool(let flag):
             output += flag ? "true" : "false"
         case .secret:

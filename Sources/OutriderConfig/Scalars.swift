@@ -190,3 +190,24 @@ extension ConfigLoader {
         SizeNotation.parse(text)
     }
 }
+
+enum DecimalNotation {
+    /// The shortest plain decimal (at most 9 fractional digits, no exponent) that reads back
+    /// as `value`: `100`, `0.5`, `0.001`.
+    static func format(_ value: Double) -> String {
+        var scale = 1.0
+        for digits in 0...9 {
+            let scaled = (value * scale).rounded()
+            if scaled < 1e18 {
+                var text = String(Int64(scaled))
+                if digits > 0 {
+                    if text.count <= digits { text = String(repeating: "0", count: digits - text.count + 1) + text }
+                    text.insert(".", at: text.index(text.endIndex, offsetBy: -digits))
+                }
+                if Double(text) == value { return text }
+            }
+            scale *= 10
+        }
+        return "\(value)"
+    }
+}

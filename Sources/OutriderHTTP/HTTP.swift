@@ -42,6 +42,8 @@ public enum HeaderKind: UInt8, Sendable {
          xForwardedProto, xForwardedHost
     /// A header named by the `Connection` header: hop-by-hop for this message.
     case listedInConnection
+    /// Removed by a filter (a client copy of a header the proxy sets, or `remove`).
+    case removed
 
     public static func classify(_ name: UnsafePointer<UInt8>, _ count: Int) -> HeaderKind {
         switch count {
@@ -75,7 +77,7 @@ public enum HeaderKind: UInt8, Sendable {
     public var isHopByHop: Bool {
         switch self {
         case .connection, .keepAlive, .proxyConnection, .te, .upgrade, .transferEncoding,
-             .contentLength, .listedInConnection:
+             .contentLength, .listedInConnection, .removed:
             return true
         default:
             return false

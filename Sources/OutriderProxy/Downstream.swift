@@ -1,6 +1,7 @@
 import Glibc
 import OutriderConfig
 import OutriderCore
+import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
@@ -11,6 +12,8 @@ import OutriderPosix
 final class DownstreamConnection: SocketConnection {
     enum Phase {
         case waitingHead
+        /// Routed; a filter is waiting for work done off the loop (the head stays buffered).
+        case filtering
         /// Routed; waiting for the upstream connection.
         case connecting
         /// Request going up, response coming back.
@@ -58,6 +61,13 @@ final class DownstreamConnection: SocketConnection {
     private var exchangeActive = false
     private var waitingForOutputRoom = false
     private var lingering = false
+
+    // Filter chain state for the request in the chain (SPEC §4–6).
+    private var filterContext: FilterContext?
+    private var filtersActive = false
+    private var pendingFraming: BodyFraming = .none
+    private var pendingHostOffset = 0
+    private var pendingHostLength = 0
 
     // Access-log fields copied out of the head (the head itself is released early).
     private var meta: ByteBuffer?
@@ -113,6 +123,8 @@ final class DownstreamConnection: SocketConnection {
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
+        endFilters()
+        filterContext?.serial &+= 1
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
         closeSocket()
         worker.recycle(self)
@@ -144,6 +156,9 @@ final class DownstreamConnection: SocketConnection {
             } else {
                 close()
             }
+        case .filtering:
+            // Work off the loop took longer than the route allows.
+            sendLocalReply(.authUnavailable, close: true)
         case .connecting, .forwarding:
             if !responseStarted && responseDeadline != 0 && now >= responseDeadline {
                 abortUpstream()
@@ -239,7 +254,7 @@ final class DownstreamConnection: SocketConnection {
                     close()
                     return
                 }
-            case .connecting:
+            case .connecting, .filtering:
                 return
             case .forwarding:
                 guard !requestBody.isDone else {
@@ -392,23 +407,11 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         route = matched
-
-        // Serialize what goes upstream (kept until the response starts, for a retry).
-        let out = worker.buffers.acquire()
-        requestHead = out
-        serializeRequestHead(out, base: base, table: table, route: matched, listenerRuntime: listenerRuntime,
-                             path: scratch.readPointer, pathLength: pathLength, queryLength: queryLength,
-                             host: hostPointer, hostLength: hostLength, bodyFraming: bodyFraming)
-        // The client's head is no longer needed.
-        buffer.consume(Int(head.headEnd) - buffer.readerIndex)
-        worker.releaseHeaderTable(table)
-        headers = nil
-        requestBody.start(input: bodyFraming, chunkedOutput: bodyFraming == .chunked)
         if bodyFraming == .chunked {
             // Whatever of a chunked body already arrived with the head is checked before the
             // upstream hears of the request: a malformed or oversized body sent in one piece
             // (every smuggling attempt) never reaches the app, not even as a head.
-            switch prescanChunkedBody(buffer, maxBody: maxBody) {
+            switch prescanChunkedBody(buffer, from: Int(head.headEnd), maxBody: maxBody) {
             case .invalid:
                 sendLocalReply(.badRequest, close: true)
                 return
@@ -419,10 +422,114 @@ final class DownstreamConnection: SocketConnection {
                 break
             }
         }
-        if matched.timeout > 0 {
-            responseDeadline = now + matched.timeout
+        pendingFraming = bodyFraming
+        pendingHostOffset = hostPointer - base
+        pendingHostLength = hostLength
+        if matched.filters.isEmpty {
+            forwardRequest(buffer, table, path: scratch.readPointer, pathLength: pathLength, queryLength: queryLength)
+            return
+        }
+        let context = prepareFilterContext(buffer, table, path: scratch.readPointer, pathLength: pathLength,
+                                           queryLength: queryLength, now: now)
+        guard runFilters(context, from: 0) else { return }
+        forwardRequest(buffer, table, path: UnsafePointer(context.scratch.base) + context.pathRange.lowerBound,
+                       pathLength: pathLength, queryLength: queryLength)
+    }
+
+    /// Serializes the request for the upstream and dispatches it.
+    private func forwardRequest(_ buffer: ByteBuffer, _ table: HeaderTable, path: UnsafePointer<UInt8>,
+                                pathLength: Int, queryLength: Int) {
+        guard let route, let listenerRuntime = listener?.listener else { return }
+        let base = UnsafePointer(buffer.base)
+        // Serialize what goes upstream (kept until the response starts, for a retry).
+        let out = worker.buffers.acquire()
+        requestHead = out
+        serializeRequestHead(out, base: base, table: table, route: route, listenerRuntime: listenerRuntime,
+                             path: path, pathLength: pathLength, queryLength: queryLength,
+                             host: base + pendingHostOffset, hostLength: pendingHostLength, bodyFraming: pendingFraming)
+        // The client's head is no longer needed.
+        buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+        worker.releaseHeaderTable(table)
+        headers = nil
+        requestBody.start(input: pendingFraming, chunkedOutput: pendingFraming == .chunked)
+        if route.timeout > 0 {
+            responseDeadline = worker.loop.now + route.timeout
         }
         dispatch(avoiding: -1)
+    }
+
+    // MARK: filters
+
+    private func prepareFilterContext(_ buffer: ByteBuffer, _ table: HeaderTable, path: UnsafePointer<UInt8>,
+                                      pathLength: Int, queryLength: Int, now: Int64) -> FilterContext {
+        let scratch = worker.buffers.acquire()
+        let context: FilterContext
+        if let existing = filterContext {
+            context = existing
+            context.reset(scratch: scratch)
+        } else {
+            context = FilterContext(worker: worker.filterState, scratch: scratch)
+            context.onResume = { [unowned(unsafe) self] in self.resumeFilters() }
+            filterContext = context
+            context.reset(scratch: scratch)
+        }
+        filtersActive = true
+        context.headBase = UnsafePointer(buffer.base)
+        context.headers = table
+        context.method = head.method
+        context.methodRange = Int(head.methodStart)..<Int(head.methodStart + head.methodLength)
+        context.hostRange = pendingHostOffset..<(pendingHostOffset + pendingHostLength)
+        context.pathRange = context.store(path, pathLength)
+        context.queryRange = context.store(path + pathLength, queryLength)
+        let ipStart = scratch.writerIndex
+        peer.appendIP(to: scratch)
+        context.clientIPRange = ipStart..<scratch.writerIndex
+        context.clientPort = peer.port
+        if let meta { context.requestIDRange = context.store(UnsafePointer(meta.base) + metaRequestID.lowerBound, metaRequestID.count) }
+        context.monotonicNow = now
+        context.unixNow = Sys.wallClockNanoseconds() / 1_000_000_000
+        return context
+    }
+
+    /// Runs the route's filters from `index`; true when the request may go on.
+    private func runFilters(_ context: FilterContext, from index: Int) -> Bool {
+        guard let route else { return false }
+        var position = index
+        while position < route.filters.count {
+            switch route.filters[position].decodeHeaders(context) {
+            case .proceed:
+                position += 1
+                context.filterState = 0
+            case .pause:
+                context.pausedAt = position
+                phase = .filtering
+                armDeadline()
+                return false
+            case .respond:
+                sendFilterReply(context)
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Work a filter started off the loop has finished: go on with the chain.
+    private func resumeFilters() {
+        guard phase == .filtering, let context = filterContext, let buffer = inBuffer, let table = headers else { return }
+        phase = .waitingHead
+        guard runFilters(context, from: context.pausedAt) else { return }
+        let pathLength = context.pathRange.count
+        forwardRequest(buffer, table, path: UnsafePointer(context.scratch.base) + context.pathRange.lowerBound,
+                       pathLength: pathLength, queryLength: context.queryRange.count)
+    }
+
+    /// Releases what the chain held for the request that just ended.
+    private func endFilters() {
+        guard filtersActive, let context = filterContext else { return }
+        filtersActive = false
+        context.headers = nil
+        worker.buffers.release(context.scratch)
+        context.serial &+= 1
     }
 
     /// Picks an endpoint (round robin, skipping `avoiding` when another exists) and hands the
@@ -575,9 +682,11 @@ final class DownstreamConnection: SocketConnection {
 
         let base = UnsafePointer(source.base)
         appendStatusLine(out, base: base, response: response)
+        let filters = filtersActive ? route?.filters : nil
         for index in 0..<table.count {
             let entry = table[index]
             if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
+            if let filters, filtersRemove(filters, base + Int(entry.nameStart), Int(entry.nameLength)) { continue }
             out.append(base + Int(entry.nameStart), count: Int(entry.nameLength))
             out.append(": ")
             out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
@@ -587,6 +696,10 @@ final class DownstreamConnection: SocketConnection {
             out.append("x-request-id: ")
             out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
             out.append("\r\n")
+        }
+        if let filters, let context = filterContext {
+            for filter in filters { filter.encodeHeaders(context) }
+            appendFilterResponseLines(out, context)
         }
         if tunnel {
             if status == 101, response.upgradeIndex >= 0 {
@@ -820,6 +933,7 @@ final class DownstreamConnection: SocketConnection {
         }
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
         writeAccessLog()
+        endFilters()
         if let meta { worker.metaBuffers.release(meta); self.meta = nil }
         route = nil
     }
@@ -842,6 +956,9 @@ final class DownstreamConnection: SocketConnection {
             } else {
                 worker.loop.setDeadline(self, headStartedAt + listenerRuntime.headerReadTimeout)
             }
+        case .filtering:
+            let limit = route.map { $0.timeout > 0 ? $0.timeout : listenerRuntime.idleTimeout } ?? listenerRuntime.idleTimeout
+            worker.loop.setDeadline(self, now + limit)
         case .connecting, .forwarding:
             let idle = now + listenerRuntime.idleTimeout
             worker.loop.setDeadline(self, responseDeadline != 0 ? min(responseDeadline, idle) : idle)
@@ -852,16 +969,44 @@ final class DownstreamConnection: SocketConnection {
         }
     }
 
+    private func filtersRemove(_ filters: [any HTTPFilter], _ name: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        for filter in filters where filter.removesResponseHeader(name, count) { return true }
+        return false
+    }
+
+    private func appendFilterResponseLines(_ out: ByteBuffer, _ context: FilterContext) {
+        for lines in context.responseHeaderLines {
+            out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
+        }
+        if let lines = context.rateLimitLines {
+            out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
+        }
+    }
+
+    /// A filter answered (401, 429, …): its status and headers, plus what earlier filters add
+    /// to every answer (rate-limit headers).
+    private func sendFilterReply(_ context: FilterContext) {
+        let reply = context.reply
+        sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status) { out in
+            out.append(from: context.scratch, offset: reply.headerLines.lowerBound, count: reply.headerLines.count)
+            if let lines = context.rateLimitLines {
+                out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
+            }
+        }
+    }
+
     // MARK: local replies
 
-    func sendLocalReply(_ reason: LocalReplyReason, close closeAfter: Bool) {
+    func sendLocalReply(_ reason: LocalReplyReason, close closeAfter: Bool, status explicitStatus: Int = 0,
+                        extraHeaders: ((ByteBuffer) -> Void)? = nil) {
         let out = output()
-        if out.writableBytes < 1024 { out.compact() }
+        if out.writableBytes < 8192 { out.compact() }
         errorReason = reason
-        responseStatus = reason.status
+        let status = explicitStatus != 0 ? explicitStatus : reason.status
+        responseStatus = status
         responseStarted = true
-        let status = reason.status
         appendStatusLine(out, status: status)
+        extraHeaders?(out)
         out.append("content-type: text/plain\r\ncontent-length: ")
         let message = reason.message
         out.appendDecimal(Int64(message.utf8CodeUnitCount))
@@ -953,7 +1098,16 @@ final class DownstreamConnection: SocketConnection {
         out.appendDecimal(Int64(attempts))
         out.append(",\"request_id\":\"")
         appendJSONEscaped(out, meta.base + metaRequestID.lowerBound, metaRequestID.count)
-        out.append("\",\"identity\":null,\"error\":")
+        out.append("\",\"identity\":")
+        if filtersActive, let context = filterContext, let identity = context.identity {
+            out.append(UInt8(ascii: "\""))
+            let (pointer, count) = context.bytes(identity)
+            appendJSONEscaped(out, pointer, count)
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append("null")
+        }
+        out.append(",\"error\":")
         if let errorReason {
             out.append(UInt8(ascii: "\""))
             out.append(errorReason.token)
@@ -1078,6 +1232,11 @@ final class DownstreamConnection: SocketConnection {
             out.append(host, count: hostLength)
             out.append("\r\n")
         }
+        if filtersActive, let context = filterContext {
+            for lines in context.requestHeaderLines {
+                out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
+            }
+        }
         out.append("x-request-id: ")
         if let meta { out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count) }
         out.append("\r\ntraceparent: ")
@@ -1134,13 +1293,14 @@ final class DownstreamConnection: SocketConnection {
 private enum ChunkedPrescan { case acceptable, invalid, tooLarge }
 
 /// Runs a throw-away decoder over the buffered bytes without consuming them.
-private func prescanChunkedBody(_ buffer: ByteBuffer, maxBody: Int64) -> ChunkedPrescan {
+private func prescanChunkedBody(_ buffer: ByteBuffer, from start: Int, maxBody: Int64) -> ChunkedPrescan {
     let savedReader = buffer.readerIndex
     let savedWriter = buffer.writerIndex
     defer {
         buffer.readerIndex = savedReader
         buffer.writerIndex = savedWriter
     }
+    buffer.readerIndex = start
     var decoder = ChunkedDecoder()
     var total: Int64 = 0
     while true {

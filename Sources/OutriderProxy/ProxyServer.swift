@@ -21,6 +21,8 @@ public final class ProxyServer: @unchecked Sendable {
     private var workers: [Worker] = []
     private var threads: [OSThread] = []
     private let accessLogSink: AccessLogSink?
+    /// Threads for slow filter work (bcrypt), shared by the workers.
+    private let offLoopPool: OffLoopPool
     private let signalFD: Int32
     /// Bound addresses per listener (the port is known even when 0 was asked for).
     public private(set) var boundAddresses: [String] = []
@@ -45,7 +47,12 @@ public final class ProxyServer: @unchecked Sendable {
             throw .system(error.description)
         }
         let workerCount = Self.resolveWorkerCount(config.workers)
-        runtime = ProxyRuntime(config: config, workerCount: workerCount)
+        do {
+            runtime = try ProxyRuntime(config: config, workerCount: workerCount)
+        } catch {
+            throw .system(error.description)
+        }
+        offLoopPool = OffLoopPool(threadCount: 2)
         for endpoint in runtime.endpoints where endpoint.address == nil {
             OperationalLog.warning("endpoint did not resolve", ["endpoint": endpoint.labelString, "error": endpoint.resolutionError ?? ""])
         }
@@ -91,7 +98,7 @@ public final class ProxyServer: @unchecked Sendable {
         do {
             for index in 0..<workerCount {
                 let worker = try Worker(id: index, runtime: runtime, listenerSockets: sockets[index], accessLogSink: accessLogSink,
-                                        accessLogFormat: config.accessLog.format) { [weak self] _ in self?.workerStopped() }
+                                        accessLogFormat: config.accessLog.format, offLoopPool: offLoopPool) { [weak self] _ in self?.workerStopped() }
                 workers.append(worker)
             }
         } catch {
@@ -146,6 +153,7 @@ public final class ProxyServer: @unchecked Sendable {
             }
         }
         for thread in threads { thread.join() }
+        offLoopPool.stop()
         accessLogSink?.stop()
         OperationalLog.info("stopped")
         return 0

@@ -1,5 +1,6 @@
 import OutriderConfig
 import OutriderCore
+import OutriderFilters
 import OutriderHTTP
 import OutriderPosix
 
@@ -13,7 +14,7 @@ final class ProxyRuntime: @unchecked Sendable {
     let maxHeaders: Int
     let maxHeaderBytes: Int
 
-    init(config: OutriderConfiguration, workerCount: Int) {
+    init(config: OutriderConfiguration, workerCount: Int) throws(FilterFactory.BuildError) {
         self.config = config
         var endpoints: [EndpointRuntime] = []
         var clusters: [ClusterRuntime] = []
@@ -28,9 +29,13 @@ final class ProxyRuntime: @unchecked Sendable {
         }
         self.clusters = clusters
         self.endpoints = endpoints
-        listeners = config.listeners.enumerated().map { index, listener in
-            ListenerRuntime(index: index, config: listener, clusters: clusters, workerCount: workerCount)
+        let build = FilterBuildContext(offLoop: nil)
+        var listeners: [ListenerRuntime] = []
+        for (index, listener) in config.listeners.enumerated() {
+            listeners.append(try ListenerRuntime(index: index, config: listener, clusters: clusters,
+                                                 workerCount: workerCount, build: build))
         }
+        self.listeners = listeners
         maxHeaders = max(1, config.listeners.map(\.limits.maxHeaders).max() ?? 100)
         maxHeaderBytes = config.listeners.map(\.limits.maxHeaderBytes).max() ?? 65536
     }
@@ -95,8 +100,10 @@ final class RouteRuntime: @unchecked Sendable {
     let rewritePrefix: ByteString?
     let rewriteHost: ByteString?
     let cluster: ClusterRuntime
+    /// The filter chain, in the order written (SPEC §2 `filters`).
+    let filters: [any HTTPFilter]
 
-    init(config: RouteConfig, cluster: ClusterRuntime) {
+    init(config: RouteConfig, cluster: ClusterRuntime, build: FilterBuildContext) throws(FilterFactory.BuildError) {
         name = ByteString(config.name)
         var prefix = config.match.pathPrefix
         while prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
@@ -115,6 +122,9 @@ final class RouteRuntime: @unchecked Sendable {
         rewritePrefix = config.rewrite?.pathPrefix.map { ByteString($0) }
         rewriteHost = config.rewrite?.host.map { ByteString($0) }
         self.cluster = cluster
+        var filters: [any HTTPFilter] = []
+        for filter in config.filters { filters.append(try FilterFactory.build(filter, context: build)) }
+        self.filters = filters
     }
 
     /// Segment-aware: "/api" matches "/api" and "/api/x", not "/apix".
@@ -154,13 +164,23 @@ final class ListenerRuntime: @unchecked Sendable {
     /// `max_connections` shared evenly by the workers (each owns its accept socket).
     let maxConnectionsPerWorker: Int
 
-    init(index: Int, config: ListenerConfig, clusters: [ClusterRuntime], workerCount: Int) {
+    init(index: Int, config: ListenerConfig, clusters: [ClusterRuntime], workerCount: Int,
+         build: FilterBuildContext) throws(FilterFactory.BuildError) {
         self.index = index
         self.config = config
         name = ByteString(config.name)
-        routes = config.routes.map { route in
-            RouteRuntime(config: route, cluster: clusters.first { $0.name.description == route.cluster }!)
+        var routes: [RouteRuntime] = []
+        for route in config.routes {
+            guard let cluster = clusters.first(where: { $0.name.description == route.cluster }) else {
+                throw FilterFactory.BuildError(description: "route \(route.name): no cluster \(route.cluster)")
+            }
+            do {
+                routes.append(try RouteRuntime(config: route, cluster: cluster, build: build))
+            } catch {
+                throw FilterFactory.BuildError(description: "listener \(config.name) route \(route.name): \(error.description)")
+            }
         }
+        self.routes = routes
         limits = HeadLimitsConfig(maxHeaderBytes: config.limits.maxHeaderBytes, maxHeaders: config.limits.maxHeaders,
                                   maxRequestBody: config.limits.maxRequestBody)
         headerReadTimeout = config.timeouts.headerRead.nanoseconds

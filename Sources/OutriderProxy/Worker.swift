@@ -2,6 +2,7 @@ import CLinux
 import Glibc
 import OutriderConfig
 import OutriderCore
+import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
@@ -39,12 +40,16 @@ final class Worker: @unchecked Sendable {
     private let onStopped: @Sendable (Int) -> Void
     private var stopped = false
 
+    /// Per-worker caches and the off-loop runner of the filters.
+    let filterState: FilterWorkerState
+
     init(id: Int, runtime: ProxyRuntime, listenerSockets: [Int32], accessLogSink: AccessLogSink?,
-         accessLogFormat: AccessLogFormat, onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
+         accessLogFormat: AccessLogFormat, offLoopPool: OffLoopPool, onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
         self.id = id
         self.runtime = runtime
         self.onStopped = onStopped
         loop = try EventLoop()
+        filterState = FilterWorkerState(workerIndex: id, offLoop: WorkerOffLoopRunner(pool: offLoopPool, loop: loop))
         let bufferCapacity = max(64 * 1024, runtime.maxHeaderBytes) + 16 * 1024
         buffers = BufferPool(bufferCapacity: bufferCapacity, maxRetained: 256)
         metaBuffers = BufferPool(bufferCapacity: 4096, maxRetained: 256)

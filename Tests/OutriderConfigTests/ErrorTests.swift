@@ -394,14 +394,15 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
                 protocols: [http1, h2]
                 routes:
                   - filters:
-                      - auth: { realm: app }
+                      - auth: { realm: app, api_key: { keys_file: /nonexistent/keys }, oidc: { issuer: x } }
                     retry: { attempts: 3 }
             """
         #expect(errorLines(yaml) == [
             at(2, 5, "'tls' is not supported yet"),
             at(3, 5, "'original_destination: true' is not supported yet"),
             at(4, 24, "protocol 'h2' needs tls, which is not supported yet; use h2c for cleartext HTTP/2"),
-            at(6, 9, "'filters' is not supported yet (auth, rate_limit and headers filters)"),
+            at(7, 55, "cannot read keys_file '/nonexistent/keys': No such file or directory"),
+            at(7, 76, "'oidc' is not supported yet"),
             at(8, 9, "'retry' is not supported yet; this build retries once on connect failure"),
         ])
     }

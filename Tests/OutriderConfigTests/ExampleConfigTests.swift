@@ -48,3 +48,43 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
         #expect(config == expected)
     }
 }
+
+@Suite struct AuthContainerExampleTests {
+    static let directory = repositoryConfigDirectory()
+
+    @Test func authContainerExample() throws {
+        let config = try ConfigLoader.load(path: Self.directory + "/auth-container.yaml", environment: [:])
+        #expect(config.listeners.map(\.address) == [ConfigAddress(host: "0.0.0.0", port: 4_180)])
+        #expect(config.clusters.map(\.endpoints) == [[ConfigAddress(host: "127.0.0.1", port: 8_080)]])
+        let route = try #require(config.listeners.first?.routes.first)
+        #expect(route.cluster == "app")
+        guard route.filters.count == 3, case .auth(let auth) = route.filters[0], case .rateLimit = route.filters[1],
+              case .headers = route.filters[2] else {
+            Issue.record("expected auth, rate_limit, headers; got \(route.filters)")
+            return
+        }
+        #expect(auth.allowAnonymous == [AnonymousRule(pathPrefix: "/healthz", methods: ["GET"])])
+        #expect(auth.external == nil)
+        // The credentials the examples README documents.
+        let examples = Self.directory + "/examples"
+        #expect(auth.apiKey?.keysFile == examples + "/api-keys")
+        #expect(auth.apiKey?.keys == [
+            APIKeyEntry(name: "ci-bot", secret: .plain(Array("example-key-ci-bot-6f1d2c0a".utf8))),
+            APIKeyEntry(name: "reporting", secret: .sha256(try #require(Hex.decode(reportingDigest)))),
+        ])
+        #expect(auth.basic?.entries == [HtpasswdEntry(user: "alice", hash: aliceBcrypt), HtpasswdEntry(user: "bob", hash: bobSHA)])
+        let jwt = try #require(auth.jwt)
+        #expect(jwt.jwksFile == examples + "/jwks.json")
+        #expect(jwt.issuer == "https://issuer.example")
+        #expect(jwt.audiences == ["app"])
+        #expect(jwt.algorithms == ["RS256", "ES256"])
+        let jwks = try #require(jwt.jwksJSON)
+        #expect(jwks.contains("\"example-rsa\"") && jwks.contains("\"example-ec\""))
+        #expect(listDirectory(examples + "/jwt-private") == ["example-ec.pem", "example-rsa.pem"])
+        let readme = try FileReader.readText(examples + "/README.md", limit: 1 << 20).get()
+        #expect(readme.hasPrefix("# EXAMPLES ONLY — never use these keys or passwords in production"))
+        for credential in ["example-key-ci-bot-6f1d2c0a", "example-key-reporting-93ab41e7", alicePassword, "bob-example-password"] {
+            #expect(readme.contains(credential))
+        }
+    }
+}

@@ -41,6 +41,7 @@ import Testing
                       methods: []
                       headers: {}
                     timeout: 15s
+                    filters: []
                     cluster: app
             clusters:
               - name: app

@@ -126,7 +126,6 @@ def test_validate_reports_every_error(outrider_bin, tmp_path):
 UNSUPPORTED = [
     # (id, where the snippet goes, the snippet, its key)
     ("listener-tls", "listener", "    tls: { certificate: a.crt, private_key: a.key }\n", "tls"),
-    ("route-filters", "route", "        filters: [{ headers: { request: { set: { x-a: b } } } }]\n", "filters"),
     ("route-retry", "route", "        retry: { attempts: 3 }\n", "retry"),
     ("cluster-health_check", "cluster", "    health_check: { path: /healthz }\n", "health_check"),
     ("cluster-outlier_detection", "cluster", "    outlier_detection: { consecutive_failures: 5 }\n", "outlier_detection"),

@@ -1,0 +1,483 @@
+import CCrypt
+import COpenSSL
+import Glibc
+import OutriderCore
+import OutriderHTTP
+
+/// SPEC §4 `auth`: API keys, Basic (htpasswd) and JWT; a request passes when any configured
+/// method accepts it. Identity goes to the app as `x-auth-request-user` (and `-email`,
+/// `-groups` where known); whatever the client sent under those names, or under any header
+/// this filter sets, is removed first, also on anonymous paths.
+public final class AuthFilter: HTTPFilter, @unchecked Sendable {
+    public struct AnonymousRule: Sendable {
+        public let pathPrefix: ByteString      // without a trailing slash, except "/"
+        public let methods: [ByteString]
+        public init(pathPrefix: String, methods: [String]) {
+            var prefix = pathPrefix
+            while prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
+            self.pathPrefix = ByteString(prefix)
+            self.methods = methods.map { ByteString($0) }
+        }
+    }
+
+    public struct APIKey: Sendable {
+        public enum Secret: Sendable { case plain([UInt8]), sha256([UInt8]) }
+        public let name: ByteString
+        public let secret: Secret
+        public init(name: String, secret: Secret) { self.name = ByteString(name); self.secret = secret }
+    }
+
+    public struct PasswordEntry: Sendable {
+        public let user: [UInt8]
+        public let hash: String
+        public init(user: String, hash: String) { self.user = Array(user.utf8); self.hash = hash }
+        var isBcrypt: Bool { hash.hasPrefix("$2") }
+    }
+
+    public enum TokenSource: Sendable {
+        case authorizationBearer
+        case header(ByteString)
+        case cookie(ByteString)
+        case query(ByteString)
+    }
+
+    public struct JWTSettings: Sendable {
+        public let verifier: JWTVerifier
+        public let sources: [TokenSource]
+        public let identityClaim: String
+        public let claimsToHeaders: [(claim: String, header: ByteString)]
+        public let forwardToken: Bool
+        public init(verifier: JWTVerifier, sources: [TokenSource], identityClaim: String,
+                    claimsToHeaders: [(claim: String, header: ByteString)], forwardToken: Bool) {
+            self.verifier = verifier
+            self.sources = sources
+            self.identityClaim = identityClaim
+            self.claimsToHeaders = claimsToHeaders
+            self.forwardToken = forwardToken
+        }
+    }
+
+    public var kind: StaticString { "auth" }
+    let anonymous: [AnonymousRule]
+    let apiKeyHeader: ByteString?
+    let apiKeys: [APIKey]
+    let passwords: [PasswordEntry]
+    let jwt: JWTSettings?
+    /// Client headers removed before the filter runs (besides `x-auth-request-*`).
+    let ownedHeaders: [ByteString]
+    /// The 401 challenges, one line each, precomputed; the Bearer one has a variant for when a
+    /// token was presented (RFC 6750 `error="invalid_token"`).
+    let challenges: ByteString
+    let challengesInvalidToken: ByteString
+    let cacheSlot: Int
+    let tokenCacheSlot: Int
+    /// bcrypt checks waiting or running, over all workers; beyond the cap logins are refused
+    /// rather than queued without bound.
+    let pendingBcrypt = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    static let maxPendingBcrypt: UInt64 = 256
+    /// How long a verified Basic login (user, password) skips bcrypt.
+    static let passwordCacheNanos: Int64 = 300_000_000_000
+
+    static let authRequestPrefix = ByteString("x-auth-request-")
+    static let authorization = ByteString("authorization")
+    static let cookie = ByteString("cookie")
+    static let userHeader = ByteString("x-auth-request-user")
+    static let emailHeader = ByteString("x-auth-request-email")
+    static let groupsHeader = ByteString("x-auth-request-groups")
+
+    public init(realm: String, anonymous: [AnonymousRule], apiKeyHeader: String?, apiKeys: [APIKey],
+                passwords: [PasswordEntry], jwt: JWTSettings?, build: FilterBuildContext) {
+        self.anonymous = anonymous
+        self.apiKeyHeader = apiKeyHeader.map { ByteString(lowercased: $0) }
+        self.apiKeys = apiKeys
+        self.passwords = passwords
+        self.jwt = jwt
+        var owned: [ByteString] = []
+        if let jwt { owned += jwt.claimsToHeaders.map(\.header) }
+        ownedHeaders = owned
+        // The config loader refuses `"`, `\` and controls in a realm: it is quoted as it is.
+        let quotedRealm = realm
+        var lines = ""
+        var linesInvalid = ""
+        if !passwords.isEmpty {
+            lines += "www-authenticate: Basic realm=\"\(quotedRealm)\"\r\n"
+            linesInvalid += "www-authenticate: Basic realm=\"\(quotedRealm)\"\r\n"
+        }
+        if jwt != nil {
+            lines += "www-authenticate: Bearer realm=\"\(quotedRealm)\"\r\n"
+            linesInvalid += "www-authenticate: Bearer realm=\"\(quotedRealm)\", error=\"invalid_token\"\r\n"
+        }
+        if let apiKeyHeader {
+            lines += "www-authenticate: ApiKey realm=\"\(quotedRealm)\", header=\"\(apiKeyHeader)\"\r\n"
+            linesInvalid += "www-authenticate: ApiKey realm=\"\(quotedRealm)\", header=\"\(apiKeyHeader)\"\r\n"
+        }
+        challenges = ByteString(lines)
+        challengesInvalidToken = ByteString(linesInvalid)
+        cacheSlot = build.allocateCacheSlot()
+        tokenCacheSlot = build.allocateCacheSlot()
+        pendingBcrypt.initialize(to: 0)
+    }
+
+    deinit { pendingBcrypt.deallocate() }
+
+    // MARK: the chain
+
+    public func decodeHeaders(_ context: FilterContext) -> FilterVerdict {
+        if context.filterState == 0 {
+            // First visit (not a resume after bcrypt): strip what only this filter may set.
+            context.removeHeaders(prefix: Self.authRequestPrefix)
+            for name in ownedHeaders { context.removeHeader(name) }
+            if isAnonymous(context) { return .proceed }
+        }
+        var tokenPresented = false
+
+        if let header = apiKeyHeader, let value = context.headerValue(header) {
+            if let key = matchAPIKey(value) { return accept(context, identity: key.name) }
+        }
+        if !passwords.isEmpty, let verdict = checkBasic(context) { return verdict }
+        if let jwt, let token = findToken(jwt, context) {
+            tokenPresented = true
+            switch verifyToken(jwt, token, context) {
+            case .proceed: return .proceed
+            case .pause, .respond: break
+            }
+        }
+        if apiKeyHeader != nil, let bearer = bearerToken(context) {
+            if let key = matchAPIKey(bearer) { return accept(context, identity: key.name) }
+            tokenPresented = true
+        }
+        return deny(context, tokenPresented: tokenPresented)
+    }
+
+    private func isAnonymous(_ context: FilterContext) -> Bool {
+        guard !anonymous.isEmpty else { return false }
+        let (path, pathLength) = context.bytes(context.pathRange)
+        let (method, methodLength) = context.headBytes(context.methodRange)
+        for rule in anonymous {
+            let prefixLength = rule.pathPrefix.count
+            let matches: Bool
+            if prefixLength == 1 {
+                matches = true
+            } else {
+                matches = pathLength >= prefixLength && rule.pathPrefix.equals(path, count: prefixLength)
+                    && (pathLength == prefixLength || path[prefixLength] == UInt8(ascii: "/"))
+            }
+            guard matches else { continue }
+            if rule.methods.isEmpty { return true }
+            for allowed in rule.methods where allowed.equals(method, count: methodLength) { return true }
+        }
+        return false
+    }
+
+    private func accept(_ context: FilterContext, identity: ByteString) -> FilterVerdict {
+        let range = identity.withPointer { context.store($0, $1) }
+        context.identity = range
+        addIdentityHeaders(context)
+        return .proceed
+    }
+
+    private func addIdentityHeaders(_ context: FilterContext) {
+        guard let identity = context.identity else { return }
+        let (pointer, count) = context.bytes(identity)
+        context.addRequestHeader(Self.userHeader, pointer, count)
+        if let email = context.identityEmail {
+            let (emailPointer, emailCount) = context.bytes(email)
+            context.addRequestHeader(Self.emailHeader, emailPointer, emailCount)
+        }
+    }
+
+    private func deny(_ context: FilterContext, tokenPresented: Bool) -> FilterVerdict {
+        let lines = context.store(tokenPresented ? challengesInvalidToken : challenges)
+        context.reply = FilterReply(status: 401, reason: .unauthenticated, headerLines: lines)
+        context.deniedReason = tokenPresented ? "invalid_credentials" : "missing_credentials"
+        return .respond
+    }
+
+    // MARK: API keys
+
+    /// Every key is compared (constant time per comparison, no early exit between keys).
+    private func matchAPIKey(_ presented: (UnsafePointer<UInt8>, Int)) -> APIKey? {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var hashed = false
+        var found: APIKey?
+        for key in apiKeys {
+            switch key.secret {
+            case .plain(let secret):
+                if constantTimeEqual(presented.0, presented.1, secret) && found == nil { found = key }
+            case .sha256(let expected):
+                if !hashed {
+                    _ = digest.withUnsafeMutableBufferPointer { SHA256(presented.0, presented.1, $0.baseAddress) }
+                    hashed = true
+                }
+                let same = digest.withUnsafeBufferPointer { constantTimeEqual($0.baseAddress!, 32, expected) }
+                if same && found == nil { found = key }
+            }
+        }
+        return found
+    }
+
+    // MARK: Basic
+
+    /// Nil when no Basic credentials were sent.
+    private func checkBasic(_ context: FilterContext) -> FilterVerdict? {
+        if context.asyncOutcome != .none {
+            // bcrypt finished off the loop.
+            let outcome = context.asyncOutcome
+            context.asyncOutcome = .none
+            context.filterState = 2
+            if outcome == .allowed, let user = basicCredentials(context)?.user {
+                return acceptUser(context, user)
+            }
+            return nil
+        }
+        guard let credentials = basicCredentials(context) else { return nil }
+        guard let entry = passwords.first(where: { $0.user.withUnsafeBufferPointer { memoryEquals($0.baseAddress!, credentials.user.0, credentials.user.1) && $0.count == credentials.user.1 } }) else {
+            return nil
+        }
+        if !entry.isBcrypt {
+            // {SHA}base64(sha1(password)): cheap, checked on the loop.
+            var digest = [UInt8](repeating: 0, count: 20)
+            _ = digest.withUnsafeMutableBufferPointer { SHA1(credentials.password.0, credentials.password.1, $0.baseAddress) }
+            let expected = Array(entry.hash.utf8.dropFirst(5))
+            guard let decoded = base64Decode(expected), decoded.count == 20 else { return nil }
+            let same = digest.withUnsafeBufferPointer { constantTimeEqual($0.baseAddress!, 20, decoded) }
+            return same ? acceptUser(context, credentials.user) : nil
+        }
+        let cache = context.worker.cache(cacheSlot) { PasswordCache() }
+        let cacheKey = credentialHash(credentials.user, credentials.password, entry.hash)
+        if cache.contains(cacheKey, now: context.monotonicNow) { return acceptUser(context, credentials.user) }
+        if context.filterState == 2 { return nil }   // bcrypt already said no for this request
+        guard let runner = context.worker.offLoop,
+              catomic_add(pendingBcrypt, 1) <= Self.maxPendingBcrypt else {
+            _ = catomic_add(pendingBcrypt, UInt64.max)   // undo
+            return nil
+        }
+        let password = Array(UnsafeBufferPointer(start: credentials.password.0, count: credentials.password.1))
+        let hash = entry.hash
+        let pending = UnsafeSendablePointer(pendingBcrypt)
+        let now = context.monotonicNow
+        let serial = context.serial
+        context.filterState = 1
+        runner.run({ bcryptMatches(password: password, hash: hash) }, completion: { matched in
+            _ = catomic_add(pending.pointer, UInt64.max)
+            if matched { cache.insert(cacheKey, expires: now + Self.passwordCacheNanos) }
+            guard context.serial == serial else { return }   // the client went away meanwhile
+            context.asyncOutcome = matched ? .allowed : .denied
+            context.onResume?()
+        })
+        return .pause
+    }
+
+    private func acceptUser(_ context: FilterContext, _ user: (UnsafePointer<UInt8>, Int)) -> FilterVerdict {
+        context.identity = context.store(user.0, user.1)
+        addIdentityHeaders(context)
+        return .proceed
+    }
+
+    /// `Authorization: Basic base64(user:password)`, decoded into the scratch buffer.
+    private func basicCredentials(_ context: FilterContext) -> (user: (UnsafePointer<UInt8>, Int), password: (UnsafePointer<UInt8>, Int))? {
+        guard let (value, count) = context.headerValue(Self.authorization), count > 6,
+              equalsLowercase(value, 6, "basic ") else { return nil }
+        var start = 6
+        while start < count && value[start] == 0x20 { start += 1 }
+        guard let decoded = base64Decode(Array(UnsafeBufferPointer(start: value + start, count: count - start))),
+              let colon = decoded.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        let range = decoded.withUnsafeBufferPointer { context.store($0.baseAddress!, $0.count) }
+        let base = UnsafePointer(context.scratch.base) + range.lowerBound
+        return ((base, colon), (base + colon + 1, decoded.count - colon - 1))
+    }
+
+    // MARK: JWT
+
+    private func bearerToken(_ context: FilterContext) -> (UnsafePointer<UInt8>, Int)? {
+        guard let (value, count) = context.headerValue(Self.authorization), count > 7,
+              equalsLowercase(value, 7, "bearer ") else { return nil }
+        var start = 7
+        while start < count && value[start] == 0x20 { start += 1 }
+        return start < count ? (value + start, count - start) : nil
+    }
+
+    private func findToken(_ settings: JWTSettings, _ context: FilterContext) -> (pointer: UnsafePointer<UInt8>, count: Int, source: TokenSource)? {
+        for source in settings.sources {
+            switch source {
+            case .authorizationBearer:
+                if let token = bearerToken(context) { return (token.0, token.1, source) }
+            case .header(let name):
+                if let value = context.headerValue(name) { return (value.0, value.1, source) }
+            case .cookie(let name):
+                if let value = cookieValue(context, name) { return (value.0, value.1, source) }
+            case .query(let name):
+                if let value = queryValue(context, name) { return (value.0, value.1, source) }
+            }
+        }
+        return nil
+    }
+
+    private func verifyToken(_ settings: JWTSettings, _ token: (pointer: UnsafePointer<UInt8>, count: Int, source: TokenSource),
+                             _ context: FilterContext) -> FilterVerdict {
+        let cache = context.worker.cache(tokenCacheSlot) { VerifiedTokenCacheBox() }
+        let raw = UnsafeRawBufferPointer(start: token.pointer, count: token.count)
+        let digest: TokenDigest = sha256(raw)
+        let verified: VerifiedJWT
+        if let hit = cache.cache.lookup(digest, now: context.unixNow) {
+            verified = hit
+        } else {
+            switch settings.verifier.verify(raw, now: context.unixNow) {
+            case .success(let token):
+                verified = token
+                // A token without `exp` is re-verified after five minutes at the latest.
+                cache.cache.insert(digest, token, expiresAt: token.expiresAt ?? context.unixNow + 300, now: context.unixNow)
+            case .failure:
+                context.deniedMethod = "jwt"
+                return .respond
+            }
+        }
+        context.verifiedToken = VerifiedJWTReference(verified)
+        guard let identity = verified.claimString(settings.identityClaim) else {
+            context.deniedMethod = "jwt"
+            return .respond
+        }
+        let identityStart = context.scratch.writerIndex
+        appendSafeHeaderValue(identity, context.scratch)
+        context.identity = identityStart..<context.scratch.writerIndex
+        if let email = verified.claimString("email") {
+            let start = context.scratch.writerIndex
+            appendSafeHeaderValue(email, context.scratch)
+            context.identityEmail = start..<context.scratch.writerIndex
+        }
+        addIdentityHeaders(context)
+        if let groups = verified.claimString("groups") { addLine(context, Self.groupsHeader, groups) }
+        for mapping in settings.claimsToHeaders {
+            if let value = verified.claimString(mapping.claim) { addLine(context, mapping.header, value) }
+        }
+        if !settings.forwardToken {
+            switch token.source {
+            case .authorizationBearer: context.removeHeader(Self.authorization)
+            case .header(let name): context.removeHeader(name)
+            case .cookie, .query: break   // other cookies and parameters stay intact
+            }
+        }
+        return .proceed
+    }
+
+    private func addLine(_ context: FilterContext, _ name: ByteString, _ value: String) {
+        let scratch = context.scratch
+        let start = scratch.writerIndex
+        guard scratch.writableBytes > name.count + value.utf8.count + 4 else { return }
+        scratch.append(name)
+        scratch.append(": ")
+        appendSafeHeaderValue(value, scratch)
+        scratch.append("\r\n")
+        context.requestHeaderLines.append(start..<scratch.writerIndex)
+    }
+
+    private func cookieValue(_ context: FilterContext, _ name: ByteString) -> (UnsafePointer<UInt8>, Int)? {
+        guard let headers = context.headers else { return nil }
+        for index in 0..<headers.count {
+            let entry = headers[index]
+            guard entry.kind != .removed,
+                  Self.cookie.equalsIgnoringCase(context.headBase + Int(entry.nameStart), count: Int(entry.nameLength)) else { continue }
+            let value = context.headBase + Int(entry.valueStart)
+            let count = Int(entry.valueLength)
+            var position = 0
+            while position < count {
+                while position < count && (value[position] == 0x20 || value[position] == UInt8(ascii: ";")) { position += 1 }
+                let pairStart = position
+                while position < count && value[position] != UInt8(ascii: ";") { position += 1 }
+                let pair = value + pairStart
+                let pairLength = position - pairStart
+                if pairLength > name.count, pair[name.count] == UInt8(ascii: "="), name.equals(pair, count: name.count) {
+                    return (pair + name.count + 1, pairLength - name.count - 1)
+                }
+            }
+        }
+        return nil
+    }
+
+    private func queryValue(_ context: FilterContext, _ name: ByteString) -> (UnsafePointer<UInt8>, Int)? {
+        let (query, count) = context.bytes(context.queryRange)
+        var position = count > 0 && query[0] == UInt8(ascii: "?") ? 1 : 0
+        while position < count {
+            let pairStart = position
+            while position < count && query[position] != UInt8(ascii: "&") { position += 1 }
+            let pair = query + pairStart
+            let pairLength = position - pairStart
+            if pairLength > name.count, pair[name.count] == UInt8(ascii: "="), name.equals(pair, count: name.count) {
+                return (pair + name.count + 1, pairLength - name.count - 1)
+            }
+            position += 1
+        }
+        return nil
+    }
+}
+
+// MARK: helpers
+
+/// A worker's recent bcrypt successes: (user, password, hash) digest → expiry.
+final class PasswordCache: @unchecked Sendable {
+    private var entries: [SHA256Digest: Int64] = [:]
+
+    func contains(_ key: SHA256Digest, now: Int64) -> Bool {
+        guard let expires = entries[key] else { return false }
+        if expires > now { return true }
+        entries[key] = nil
+        return false
+    }
+
+    func insert(_ key: SHA256Digest, expires: Int64) {
+        if entries.count >= 4096 { entries.removeAll(keepingCapacity: true) }
+        entries[key] = expires
+    }
+}
+
+final class VerifiedTokenCacheBox {
+    var cache = VerifiedTokenCache()
+}
+
+public struct SHA256Digest: Hashable, Sendable {
+    public var words: (UInt64, UInt64, UInt64, UInt64)
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.words == rhs.words }
+    public func hash(into hasher: inout Hasher) { hasher.combine(words.0) }
+}
+
+private func credentialHash(_ user: (UnsafePointer<UInt8>, Int), _ password: (UnsafePointer<UInt8>, Int), _ hash: String) -> SHA256Digest {
+    var material = Array(UnsafeBufferPointer(start: user.0, count: user.1))
+    material.append(0)
+    material.append(contentsOf: UnsafeBufferPointer(start: password.0, count: password.1))
+    material.append(0)
+    material.append(contentsOf: hash.utf8)
+    return SHA256Digest(words: material.withUnsafeBytes { sha256($0) })
+}
+
+/// bcrypt through libxcrypt's crypt_r, on a pool thread (it takes tens of milliseconds).
+func bcryptMatches(password: [UInt8], hash: String) -> Bool {
+    let data = UnsafeMutablePointer<crypt_data>.allocate(capacity: 1)
+    defer { data.deallocate() }
+    memset(data, 0, MemoryLayout<crypt_data>.size)
+    var key = password
+    key.append(0)
+    let result: [UInt8]? = key.withUnsafeBufferPointer { keyBuffer in
+        keyBuffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: keyBuffer.count) { keyPointer in
+            hash.withCString { setting in
+                guard let output = crypt_r(keyPointer, setting, data) else { return nil }
+                return Array(UnsafeRawBufferPointer(start: output, count: strlen(output)))
+            }
+        }
+    }
+    guard let result, result.count == hash.utf8.count else { return false }
+    return result.withUnsafeBufferPointer { constantTimeEqual($0.baseAddress!, $0.count, Array(hash.utf8)) }
+}
+
+@inline(__always)
+func constantTimeEqual(_ pointer: UnsafePointer<UInt8>, _ count: Int, _ expected: [UInt8]) -> Bool {
+    guard count == expected.count else { return false }
+    return expected.withUnsafeBufferPointer { CRYPTO_memcmp(pointer, $0.baseAddress!, count) == 0 }
+}
+
+/// A pointer captured by a @Sendable closure (the pointee is only touched atomically).
+struct UnsafeSendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<UInt64>
+    init(_ pointer: UnsafeMutablePointer<UInt64>) { self.pointer = pointer }
+}
+
+import CAtomics

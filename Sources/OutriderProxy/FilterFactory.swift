@@ -1,0 +1,86 @@
+import OutriderConfig
+import OutriderCore
+import OutriderFilters
+import OutriderPosix
+
+/// Builds the filter objects of a route from their validated config: the one place where the
+/// proxy knows every filter kind (adding a filter adds one `case` here).
+enum FilterFactory {
+    struct BuildError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func build(_ config: FilterConfig, context: FilterBuildContext) throws(BuildError) -> any HTTPFilter {
+        switch config {
+        case .headers(let headers):
+            return HeadersFilter(
+                requestSet: try operations(headers.request.set), requestAdd: try operations(headers.request.add),
+                requestRemove: headers.request.remove.map { ByteString(lowercased: $0) },
+                responseSet: try operations(headers.response.set), responseAdd: try operations(headers.response.add),
+                responseRemove: headers.response.remove.map { ByteString(lowercased: $0) })
+        case .rateLimit(let limit):
+            let key: RateLimitFilter.Key
+            switch limit.key {
+            case .clientIP: key = .clientIP
+            case .header(let name): key = .header(ByteString(lowercased: name))
+            case .identity: key = .identity
+            }
+            return RateLimitFilter(requestsPerSecond: limit.requestsPerSecond, burst: limit.burst, key: key, seed: Sys.randomSeed())
+        case .auth(let auth):
+            return try authFilter(auth, context: context)
+        }
+    }
+
+    private static func operations(_ list: [HeaderOperation]) throws(BuildError) -> [HeadersFilter.Operation] {
+        var result: [HeadersFilter.Operation] = []
+        for operation in list {
+            guard let template = HeaderTemplate(operation.value) else {
+                throw BuildError(description: "headers: invalid template '\(operation.value)'")
+            }
+            result.append(.init(name: ByteString(lowercased: operation.name), value: template))
+        }
+        return result
+    }
+
+    private static func authFilter(_ auth: AuthFilterConfig, context: FilterBuildContext) throws(BuildError) -> AuthFilter {
+        if auth.external != nil {
+            throw BuildError(description: "auth.external is not supported by this build yet")
+        }
+        var jwt: AuthFilter.JWTSettings?
+        if let config = auth.jwt {
+            guard let json = config.jwksJSON else {
+                throw BuildError(description: "auth.jwt.jwks_uri is not supported by this build yet; use jwks_file")
+            }
+            let keys: JSONWebKeySet
+            switch JSONWebKeySet.parse(Array(json.utf8)) {
+            case .success(let parsed): keys = parsed
+            case .failure(let error): throw BuildError(description: "auth.jwt.jwks_file \(config.jwksFile ?? ""): \(error)")
+            }
+            let algorithms = Set(config.algorithms.compactMap { JWSAlgorithm(rawValue: $0) })
+            let verifier = JWTVerifier(keys: keys, algorithms: algorithms, issuer: config.issuer, audiences: config.audiences,
+                                       clockSkewSeconds: config.clockSkew.components.seconds,
+                                       requiredClaims: [config.identityClaim])
+            let sources: [AuthFilter.TokenSource] = config.from.map { source in
+                switch source {
+                case .header(let name): return name.lowercased() == "authorization" ? .authorizationBearer : .header(ByteString(lowercased: name))
+                case .cookie(let name): return .cookie(ByteString(name))
+                case .query(let name): return .query(ByteString(name))
+                }
+            }
+            jwt = AuthFilter.JWTSettings(verifier: verifier, sources: sources, identityClaim: config.identityClaim,
+                                         claimsToHeaders: config.claimsToHeaders.map { ($0.claim, ByteString(lowercased: $0.header)) },
+                                         forwardToken: config.forwardToken)
+        }
+        let keys: [AuthFilter.APIKey] = (auth.apiKey?.keys ?? []).map { entry in
+            switch entry.secret {
+            case .plain(let bytes): return AuthFilter.APIKey(name: entry.name, secret: .plain(bytes))
+            case .sha256(let digest): return AuthFilter.APIKey(name: entry.name, secret: .sha256(digest))
+            }
+        }
+        return AuthFilter(realm: auth.realm,
+                          anonymous: auth.allowAnonymous.map { .init(pathPrefix: $0.pathPrefix, methods: $0.methods) },
+                          apiKeyHeader: auth.apiKey?.header, apiKeys: keys,
+                          passwords: (auth.basic?.entries ?? []).map { .init(user: $0.user, hash: $0.hash) },
+                          jwt: jwt, build: context)
+    }
+}
