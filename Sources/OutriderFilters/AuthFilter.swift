@@ -57,12 +57,35 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         }
     }
 
+    public struct ExternalSettings: Sendable {
+        public let host: String
+        public let port: UInt16
+        /// Path and query of the service URL.
+        public let target: [UInt8]
+        public let timeoutNanos: Int64
+        public let headersToUpstream: [ByteString]
+        public let failOpen: Bool
+        public let cacheTTLNanos: Int64
+        public init(host: String, port: UInt16, target: String, timeoutNanos: Int64, headersToUpstream: [String],
+                    failOpen: Bool, cacheTTLNanos: Int64) {
+            self.host = host
+            self.port = port
+            self.target = Array(target.utf8)
+            self.timeoutNanos = timeoutNanos
+            self.headersToUpstream = headersToUpstream.map { ByteString(lowercased: $0) }
+            self.failOpen = failOpen
+            self.cacheTTLNanos = cacheTTLNanos
+        }
+    }
+
     public var kind: StaticString { "auth" }
     let anonymous: [AnonymousRule]
     let apiKeyHeader: ByteString?
     let apiKeys: [APIKey]
     let passwords: [PasswordEntry]
     let jwt: JWTSettings?
+    let external: ExternalSettings?
+    let externalCacheSlot: Int
     /// Client headers removed before the filter runs (besides `x-auth-request-*`).
     let ownedHeaders: [ByteString]
     /// The 401 challenges, one line each, precomputed; the Bearer one has a variant for when a
@@ -86,14 +109,16 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     static let groupsHeader = ByteString("x-auth-request-groups")
 
     public init(realm: String, anonymous: [AnonymousRule], apiKeyHeader: String?, apiKeys: [APIKey],
-                passwords: [PasswordEntry], jwt: JWTSettings?, build: FilterBuildContext) {
+                passwords: [PasswordEntry], jwt: JWTSettings?, external: ExternalSettings? = nil, build: FilterBuildContext) {
         self.anonymous = anonymous
         self.apiKeyHeader = apiKeyHeader.map { ByteString(lowercased: $0) }
         self.apiKeys = apiKeys
         self.passwords = passwords
         self.jwt = jwt
+        self.external = external
         var owned: [ByteString] = []
         if let jwt { owned += jwt.claimsToHeaders.map(\.header) }
+        if let external { owned += external.headersToUpstream }
         ownedHeaders = owned
         // The config loader refuses `"`, `\` and controls in a realm: it is quoted as it is.
         let quotedRealm = realm
@@ -115,6 +140,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         challengesInvalidToken = ByteString(linesInvalid)
         cacheSlot = build.allocateCacheSlot()
         tokenCacheSlot = build.allocateCacheSlot()
+        externalCacheSlot = build.allocateCacheSlot()
         pendingBcrypt.initialize(to: 0)
     }
 
@@ -123,6 +149,9 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     // MARK: the chain
 
     public func decodeHeaders(_ context: FilterContext) -> FilterVerdict {
+        if context.filterState == Self.externalPending, let external {
+            return finishExternal(external, context)
+        }
         if context.filterState == 0 {
             // First visit (not a resume after bcrypt): strip what only this filter may set.
             context.removeHeaders(prefix: Self.authRequestPrefix)
@@ -146,6 +175,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             if let key = matchAPIKey(bearer) { return accept(context, identity: key.name) }
             tokenPresented = true
         }
+        if let external { return startExternal(external, context) }
         return deny(context, tokenPresented: tokenPresented)
     }
 
@@ -175,6 +205,8 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         addIdentityHeaders(context)
         return .proceed
     }
+
+    func addIdentityHeadersForExternal(_ context: FilterContext) { addIdentityHeaders(context) }
 
     private func addIdentityHeaders(_ context: FilterContext) {
         guard let identity = context.identity else { return }
@@ -408,6 +440,157 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             position += 1
         }
         return nil
+    }
+}
+
+// MARK: external auth (SPEC §4: nginx auth_request / Traefik ForwardAuth semantics)
+
+extension AuthFilter {
+    static let externalPending = 3
+    static let relayedHeaders = ["location", "www-authenticate", "set-cookie", "content-type"]
+
+    /// Asks the auth service: GET with the client's headers (no body) and x-forwarded-*.
+    func startExternal(_ settings: ExternalSettings, _ context: FilterContext) -> FilterVerdict {
+        let cacheKey: SHA256Digest? = settings.cacheTTLNanos > 0 ? externalCacheKey(context) : nil
+        if let cacheKey {
+            let cache = context.worker.cache(externalCacheSlot) { ExternalAuthCache() }
+            if let hit = cache.lookup(cacheKey, now: context.monotonicNow) {
+                applyAllowed(settings, hit, context)
+                return .proceed
+            }
+        }
+        guard let client = context.worker.subrequests else { return failExternal(settings, context) }
+        var head: [UInt8] = []
+        head.reserveCapacity(2048)
+        head += Array("GET ".utf8) + settings.target + Array(" HTTP/1.1\r\nhost: \(settings.host):\(settings.port)\r\n".utf8)
+        if let headers = context.headers {
+            for index in 0..<headers.count {
+                let entry = headers[index]
+                switch entry.kind {
+                case .other, .trailer, .xRequestID, .traceparent, .tracestate, .expect:
+                    break
+                default:
+                    continue   // host, framing, hop-by-hop, removed, x-forwarded-* (ours follow)
+                }
+                if entry.kind == .expect { continue }
+                head += UnsafeBufferPointer(start: context.headBase + Int(entry.nameStart), count: Int(entry.nameLength))
+                head += [UInt8(ascii: ":"), UInt8(ascii: " ")]
+                head += UnsafeBufferPointer(start: context.headBase + Int(entry.valueStart), count: Int(entry.valueLength))
+                head += [0x0D, 0x0A]
+            }
+        }
+        func line(_ name: String, _ value: (UnsafePointer<UInt8>, Int)) {
+            head += Array(name.utf8) + [UInt8(ascii: ":"), UInt8(ascii: " ")]
+            head += UnsafeBufferPointer(start: value.0, count: value.1)
+            head += [0x0D, 0x0A]
+        }
+        line("x-forwarded-method", context.headBytes(context.methodRange))
+        let uriStart = context.scratch.writerIndex
+        context.scratch.append(from: context.scratch, offset: context.pathRange.lowerBound, count: context.pathRange.count)
+        context.scratch.append(from: context.scratch, offset: context.queryRange.lowerBound, count: context.queryRange.count)
+        line("x-forwarded-uri", context.bytes(uriStart..<context.scratch.writerIndex))
+        line("x-forwarded-host", context.headBytes(context.hostRange))
+        head += Array((context.isTLS ? "x-forwarded-proto: https\r\n" : "x-forwarded-proto: http\r\n").utf8)
+        line("x-forwarded-for", context.bytes(context.clientIPRange))
+        head += Array("connection: close\r\n\r\n".utf8)
+
+        let serial = context.serial
+        context.filterState = Self.externalPending
+        client.send(head: head, host: settings.host, port: settings.port, timeoutNanos: settings.timeoutNanos) { outcome in
+            guard context.serial == serial else { return }
+            if case .response(let response) = outcome, (200..<300).contains(response.status), let cacheKey {
+                let cache = context.worker.cache(self.externalCacheSlot) { ExternalAuthCache() }
+                cache.insert(cacheKey, response, expires: context.monotonicNow + settings.cacheTTLNanos)
+            }
+            context.subrequestOutcome = outcome
+            context.onResume?()
+        }
+        return .pause
+    }
+
+    func finishExternal(_ settings: ExternalSettings, _ context: FilterContext) -> FilterVerdict {
+        guard case .response(let response)? = context.subrequestOutcome, response.status < 500 else {
+            return failExternal(settings, context)
+        }
+        if (200..<300).contains(response.status) {
+            applyAllowed(settings, response, context)
+            return .proceed
+        }
+        // 3xx / 4xx: relayed as it came (status, Location, WWW-Authenticate, Set-Cookie, body).
+        let scratch = context.scratch
+        let start = scratch.writerIndex
+        for name in Self.relayedHeaders {
+            for value in response.values(name) {
+                scratch.append(ByteString(name))
+                scratch.append(": ")
+                value.withUnsafeBufferPointer { scratch.append($0.baseAddress!, count: min($0.count, max(0, scratch.writableBytes - 2))) }
+                scratch.append("\r\n")
+            }
+        }
+        let lines = start..<scratch.writerIndex
+        let body = response.body.withUnsafeBufferPointer { context.store($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+        context.reply = FilterReply(status: response.status, reason: response.status == 403 ? .forbidden : .unauthenticated,
+                                    headerLines: lines, body: body, contentType: nil)
+        context.deniedMethod = "external"
+        context.deniedReason = "denied"
+        return .respond
+    }
+
+    private func failExternal(_ settings: ExternalSettings, _ context: FilterContext) -> FilterVerdict {
+        if settings.failOpen { return .proceed }
+        context.reply = FilterReply(status: 503, reason: .authUnavailable)
+        context.deniedMethod = "external"
+        context.deniedReason = "unavailable"
+        return .respond
+    }
+
+    private func applyAllowed(_ settings: ExternalSettings, _ response: SubrequestResponse, _ context: FilterContext) {
+        if let user = response.values("x-auth-request-user").first {
+            context.identity = user.withUnsafeBufferPointer { context.store($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+            if let email = response.values("x-auth-request-email").first {
+                context.identityEmail = email.withUnsafeBufferPointer { context.store($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+            }
+        }
+        for name in settings.headersToUpstream {
+            // Identity headers are written once, below.
+            if name.equals(Array("x-auth-request-user".utf8), count: name.count) || name.equals(Array("x-auth-request-email".utf8), count: name.count) { continue }
+            for value in response.values(name.description) {
+                value.withUnsafeBufferPointer { context.addRequestHeader(name, $0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+            }
+        }
+        addIdentityHeadersForExternal(context)
+    }
+
+    private func externalCacheKey(_ context: FilterContext) -> SHA256Digest {
+        var material: [UInt8] = []
+        func add(_ bytes: (UnsafePointer<UInt8>, Int)) {
+            material += UnsafeBufferPointer(start: bytes.0, count: bytes.1)
+            material.append(0)
+        }
+        add(context.headBytes(context.methodRange))
+        add(context.headBytes(context.hostRange))
+        add(context.bytes(context.pathRange))
+        add(context.bytes(context.queryRange))
+        add(context.headerValue(Self.authorization) ?? (UnsafePointer(bitPattern: 1)!, 0))
+        add(context.headerValue(Self.cookie) ?? (UnsafePointer(bitPattern: 1)!, 0))
+        return SHA256Digest(words: sha256(material))
+    }
+}
+
+/// A worker's cache of allowed external-auth answers (`cache_ttl`).
+final class ExternalAuthCache: @unchecked Sendable {
+    private var entries: [SHA256Digest: (expires: Int64, response: SubrequestResponse)] = [:]
+
+    func lookup(_ key: SHA256Digest, now: Int64) -> SubrequestResponse? {
+        guard let entry = entries[key] else { return nil }
+        if entry.expires > now { return entry.response }
+        entries[key] = nil
+        return nil
+    }
+
+    func insert(_ key: SHA256Digest, _ response: SubrequestResponse, expires: Int64) {
+        if entries.count >= 4096 { entries.removeAll(keepingCapacity: true) }
+        entries[key] = (expires, response)
     }
 }
 

@@ -103,6 +103,8 @@ public final class FilterContext: @unchecked Sendable {
     public var deniedReason: StaticString = ""
     /// Rate-limit headers to add to the response.
     public var rateLimitLines: Range<Int>?
+    /// The external auth service's answer while the chain was paused for it.
+    public var subrequestOutcome: SubrequestOutcome?
 
     public enum AsyncOutcome: Sendable, Equatable { case none, allowed, denied, failed }
 
@@ -130,6 +132,7 @@ public final class FilterContext: @unchecked Sendable {
         deniedMethod = ""
         deniedReason = ""
         rateLimitLines = nil
+        subrequestOutcome = nil
     }
 
     // MARK: reading the request
@@ -217,6 +220,8 @@ public final class VerifiedJWTReference: @unchecked Sendable {
 public final class FilterWorkerState {
     public let workerIndex: Int
     public let offLoop: OffLoopRunner?
+    /// HTTP requests to other services from this worker's loop (set by the proxy).
+    public var subrequests: SubrequestClient?
     /// Caches, one slot per filter that asks for one (by the filter's `cacheSlot`).
     public var caches: [AnyObject?] = []
 
@@ -246,4 +251,37 @@ public final class FilterBuildContext {
         defer { nextSlot += 1 }
         return nextSlot
     }
+}
+
+// MARK: subrequests (external auth)
+
+/// An answer from a service a filter asked (the external auth service).
+public final class SubrequestResponse: @unchecked Sendable {
+    public let status: Int
+    /// Header names lower-case, values as received (validated header bytes).
+    public let headers: [(name: [UInt8], value: [UInt8])]
+    public let body: [UInt8]
+    public init(status: Int, headers: [(name: [UInt8], value: [UInt8])], body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public func values(_ name: String) -> [[UInt8]] {
+        let lower = Array(name.utf8)
+        return headers.filter { $0.name == lower }.map(\.value)
+    }
+}
+
+public enum SubrequestOutcome: Sendable {
+    case response(SubrequestResponse)
+    /// Refused, reset, timed out or not HTTP.
+    case failed
+}
+
+/// Sends one HTTP/1.1 request without blocking the loop; the completion runs on the same loop.
+/// Implemented by the proxy.
+public protocol SubrequestClient: AnyObject {
+    func send(head: [UInt8], host: String, port: UInt16, timeoutNanos: Int64,
+              completion: @escaping (SubrequestOutcome) -> Void)
 }

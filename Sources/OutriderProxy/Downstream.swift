@@ -987,7 +987,8 @@ final class DownstreamConnection: SocketConnection {
     /// to every answer (rate-limit headers).
     private func sendFilterReply(_ context: FilterContext) {
         let reply = context.reply
-        sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status) { out in
+        let body = reply.body.map { context.bytes($0) }
+        sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status, body: body) { out in
             out.append(from: context.scratch, offset: reply.headerLines.lowerBound, count: reply.headerLines.count)
             if let lines = context.rateLimitLines {
                 out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
@@ -997,8 +998,9 @@ final class DownstreamConnection: SocketConnection {
 
     // MARK: local replies
 
+    /// `body`: a body other than the reason's text (its content-type comes in `extraHeaders`).
     func sendLocalReply(_ reason: LocalReplyReason, close closeAfter: Bool, status explicitStatus: Int = 0,
-                        extraHeaders: ((ByteBuffer) -> Void)? = nil) {
+                        body: (UnsafePointer<UInt8>, Int)? = nil, extraHeaders: ((ByteBuffer) -> Void)? = nil) {
         let out = output()
         if out.writableBytes < 8192 { out.compact() }
         errorReason = reason
@@ -1007,9 +1009,10 @@ final class DownstreamConnection: SocketConnection {
         responseStarted = true
         appendStatusLine(out, status: status)
         extraHeaders?(out)
-        out.append("content-type: text/plain\r\ncontent-length: ")
         let message = reason.message
-        out.appendDecimal(Int64(message.utf8CodeUnitCount))
+        let bodyLength = body.map { min($0.1, max(0, out.writableBytes - 1024)) } ?? message.utf8CodeUnitCount
+        out.append(body == nil ? "content-type: text/plain\r\ncontent-length: " : "content-length: ")
+        out.appendDecimal(Int64(bodyLength))
         out.append("\r\nx-outrider-error: ")
         out.append(reason.token)
         out.append("\r\n")
@@ -1021,8 +1024,10 @@ final class DownstreamConnection: SocketConnection {
         let closing = closeAfter || !keepAlive || worker.draining
         if closing { out.append("connection: close\r\n") }
         out.append("\r\n")
-        if requestMethod != .head || !exchangeActive { out.append(message) }
-        bytesOut += Int64(message.utf8CodeUnitCount)
+        if requestMethod != .head || !exchangeActive {
+            if let body { out.append(body.0, count: bodyLength) } else { out.append(message) }
+        }
+        bytesOut += Int64(bodyLength)
         worker.queueFlush(self)
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
         if closing {

@@ -43,8 +43,13 @@ enum FilterFactory {
     }
 
     private static func authFilter(_ auth: AuthFilterConfig, context: FilterBuildContext) throws(BuildError) -> AuthFilter {
-        if auth.external != nil {
-            throw BuildError(description: "auth.external is not supported by this build yet")
+        var external: AuthFilter.ExternalSettings?
+        if let config = auth.external {
+            external = AuthFilter.ExternalSettings(host: config.address.host, port: config.address.port, target: config.path,
+                                                   timeoutNanos: config.timeout.nanoseconds,
+                                                   headersToUpstream: config.headersToUpstream,
+                                                   failOpen: config.failureMode == .allow,
+                                                   cacheTTLNanos: config.cacheTTL.nanoseconds)
         }
         var jwt: AuthFilter.JWTSettings?
         if let config = auth.jwt {
@@ -81,6 +86,6 @@ enum FilterFactory {
                           anonymous: auth.allowAnonymous.map { .init(pathPrefix: $0.pathPrefix, methods: $0.methods) },
                           apiKeyHeader: auth.apiKey?.header, apiKeys: keys,
                           passwords: (auth.basic?.entries ?? []).map { .init(user: $0.user, hash: $0.hash) },
-                          jwt: jwt, build: context)
+                          jwt: jwt, external: external, build: context)
     }
 }

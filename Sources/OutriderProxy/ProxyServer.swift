@@ -95,10 +95,27 @@ public final class ProxyServer: @unchecked Sendable {
             }
         }
         pthread_mutex_init(&stopLock, nil)
+        // Services filters call (external auth) are resolved once, here, not on a loop.
+        var serviceAddresses: [String: SocketAddress] = [:]
+        for listener in config.listeners {
+            for route in listener.routes {
+                for filter in route.filters {
+                    guard case .auth(let auth) = filter, let external = auth.external else { continue }
+                    let key = ConfigKey.address(host: external.address.host, port: external.address.port)
+                    if serviceAddresses[key] != nil { continue }
+                    if let address = try? SocketAddress.resolve(host: external.address.host, port: external.address.port).first {
+                        serviceAddresses[key] = address
+                    } else {
+                        OperationalLog.warning("external auth service did not resolve", ["url": external.url])
+                    }
+                }
+            }
+        }
         do {
             for index in 0..<workerCount {
                 let worker = try Worker(id: index, runtime: runtime, listenerSockets: sockets[index], accessLogSink: accessLogSink,
-                                        accessLogFormat: config.accessLog.format, offLoopPool: offLoopPool) { [weak self] _ in self?.workerStopped() }
+                                        accessLogFormat: config.accessLog.format, offLoopPool: offLoopPool,
+                                        serviceAddresses: serviceAddresses) { [weak self] _ in self?.workerStopped() }
                 workers.append(worker)
             }
         } catch {

@@ -44,7 +44,8 @@ final class Worker: @unchecked Sendable {
     let filterState: FilterWorkerState
 
     init(id: Int, runtime: ProxyRuntime, listenerSockets: [Int32], accessLogSink: AccessLogSink?,
-         accessLogFormat: AccessLogFormat, offLoopPool: OffLoopPool, onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
+         accessLogFormat: AccessLogFormat, offLoopPool: OffLoopPool, serviceAddresses: [String: SocketAddress],
+         onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
         self.id = id
         self.runtime = runtime
         self.onStopped = onStopped
@@ -70,6 +71,7 @@ final class Worker: @unchecked Sendable {
             if result < 0 { throw SystemError("epoll_ctl listener", code: Int32(-result)) }
         }
         loop.endOfIterationHook = { [unowned self] in self.endOfIteration() }
+        filterState.subrequests = SubrequestClient(worker: self, addresses: serviceAddresses)
     }
 
     func run() {
