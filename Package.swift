@@ -33,6 +33,7 @@ let package = Package(
                 swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
             "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
+            "COpenSSL",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
             "OutriderProxy", "OutriderConfig", "OutriderCore",

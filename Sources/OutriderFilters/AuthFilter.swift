@@ -42,14 +42,14 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     }
 
     public struct JWTSettings: Sendable {
-        public let verifier: JWTVerifier
+        public let keys: JWTKeySource
         public let sources: [TokenSource]
         public let identityClaim: String
         public let claimsToHeaders: [(claim: String, header: ByteString)]
         public let forwardToken: Bool
-        public init(verifier: JWTVerifier, sources: [TokenSource], identityClaim: String,
+        public init(keys: JWTKeySource, sources: [TokenSource], identityClaim: String,
                     claimsToHeaders: [(claim: String, header: ByteString)], forwardToken: Bool) {
-            self.verifier = verifier
+            self.keys = keys
             self.sources = sources
             self.identityClaim = identityClaim
             self.claimsToHeaders = claimsToHeaders
@@ -348,18 +348,30 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     private func verifyToken(_ settings: JWTSettings, _ token: (pointer: UnsafePointer<UInt8>, count: Int, source: TokenSource),
                              _ context: FilterContext) -> FilterVerdict {
         let cache = context.worker.cache(tokenCacheSlot) { VerifiedTokenCacheBox() }
+        let keys = settings.keys
+        let generation = keys.generation
+        if cache.generation != generation {
+            // The key set changed (JWKS refresh): tokens verified with the old one verify again.
+            cache.cache.removeAll()
+            cache.generation = generation
+        }
         let raw = UnsafeRawBufferPointer(start: token.pointer, count: token.count)
         let digest: TokenDigest = sha256(raw)
         let verified: VerifiedJWT
         if let hit = cache.cache.lookup(digest, now: context.unixNow) {
             verified = hit
         } else {
-            switch settings.verifier.verify(raw, now: context.unixNow) {
+            guard let verifier = keys.currentVerifier() else {
+                context.deniedMethod = "jwt"
+                return .respond
+            }
+            switch verifier.verify(raw, now: context.unixNow) {
             case .success(let token):
                 verified = token
                 // A token without `exp` is re-verified after five minutes at the latest.
                 cache.cache.insert(digest, token, expiresAt: token.expiresAt ?? context.unixNow + 300, now: context.unixNow)
-            case .failure:
+            case .failure(let failure):
+                if failure == .unknownKey { keys.unknownKeySeen() }
                 context.deniedMethod = "jwt"
                 return .respond
             }
@@ -615,6 +627,27 @@ final class PasswordCache: @unchecked Sendable {
 
 final class VerifiedTokenCacheBox {
     var cache = VerifiedTokenCache()
+    var generation: UInt64 = 0
+}
+
+/// Where a JWT filter's keys come from: a file read at load, or a JWKS URL refreshed in the
+/// background (the proxy's `JWKSFetcher`).
+public protocol JWTKeySource: AnyObject, Sendable {
+    /// Changes whenever the key set does.
+    var generation: UInt64 { get }
+    /// Nil until a key set was obtained.
+    func currentVerifier() -> JWTVerifier?
+    /// A token named a `kid` the key set lacks: the source may refresh (rate-limited).
+    func unknownKeySeen()
+}
+
+/// Keys from `jwks_file`.
+public final class StaticJWTKeys: JWTKeySource {
+    let verifier: JWTVerifier
+    public init(_ verifier: JWTVerifier) { self.verifier = verifier }
+    public var generation: UInt64 { 1 }
+    public func currentVerifier() -> JWTVerifier? { verifier }
+    public func unknownKeySeen() {}
 }
 
 public struct SHA256Digest: Hashable, Sendable {

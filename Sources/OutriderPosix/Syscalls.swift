@@ -286,6 +286,26 @@ public enum Sys {
         }
     }
 
+    /// A blocking TCP connection with send/receive timeouts, for background threads (never an
+    /// event loop). Returns the descriptor or throws with the errno text.
+    public static func connectBlocking(_ address: SocketAddress, timeoutSeconds: Int) throws(SystemError) -> Int32 {
+        let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SystemError("socket", code: errno) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var storage = address.storage
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, address.length) }
+        }
+        if result != 0 {
+            let code = errno
+            Glibc.close(fd)
+            throw SystemError("connect \(address)", code: code)
+        }
+        return fd
+    }
+
     public static func raiseFileLimit() {
         var limit = rlimit()
         if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {

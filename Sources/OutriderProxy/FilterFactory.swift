@@ -53,18 +53,25 @@ enum FilterFactory {
         }
         var jwt: AuthFilter.JWTSettings?
         if let config = auth.jwt {
-            guard let json = config.jwksJSON else {
-                throw BuildError(description: "auth.jwt.jwks_uri is not supported by this build yet; use jwks_file")
-            }
-            let keys: JSONWebKeySet
-            switch JSONWebKeySet.parse(Array(json.utf8)) {
-            case .success(let parsed): keys = parsed
-            case .failure(let error): throw BuildError(description: "auth.jwt.jwks_file \(config.jwksFile ?? ""): \(error)")
-            }
             let algorithms = Set(config.algorithms.compactMap { JWSAlgorithm(rawValue: $0) })
-            let verifier = JWTVerifier(keys: keys, algorithms: algorithms, issuer: config.issuer, audiences: config.audiences,
-                                       clockSkewSeconds: config.clockSkew.components.seconds,
-                                       requiredClaims: [config.identityClaim])
+            let makeVerifier: @Sendable (JSONWebKeySet) -> JWTVerifier = { keys in
+                JWTVerifier(keys: keys, algorithms: algorithms, issuer: config.issuer, audiences: config.audiences,
+                            clockSkewSeconds: config.clockSkew.components.seconds, requiredClaims: [config.identityClaim])
+            }
+            let keySource: JWTKeySource
+            if let json = config.jwksJSON {
+                switch JSONWebKeySet.parse(Array(json.utf8)) {
+                case .success(let parsed): keySource = StaticJWTKeys(makeVerifier(parsed))
+                case .failure(let error): throw BuildError(description: "auth.jwt.jwks_file \(config.jwksFile ?? ""): \(error)")
+                }
+            } else if let uri = config.jwksURI,
+                      let fetcher = JWKSFetcher(url: uri, refresh: config.jwksRefresh, minRefresh: config.minRefresh,
+                                                makeVerifier: makeVerifier) {
+                context.register(fetcher)
+                keySource = fetcher
+            } else {
+                throw BuildError(description: "auth.jwt: jwks_file or an http(s) jwks_uri is required")
+            }
             let sources: [AuthFilter.TokenSource] = config.from.map { source in
                 switch source {
                 case .header(let name): return name.lowercased() == "authorization" ? .authorizationBearer : .header(ByteString(lowercased: name))
@@ -72,7 +79,7 @@ enum FilterFactory {
                 case .query(let name): return .query(ByteString(name))
                 }
             }
-            jwt = AuthFilter.JWTSettings(verifier: verifier, sources: sources, identityClaim: config.identityClaim,
+            jwt = AuthFilter.JWTSettings(keys: keySource, sources: sources, identityClaim: config.identityClaim,
                                          claimsToHeaders: config.claimsToHeaders.map { ($0.claim, ByteString(lowercased: $0.header)) },
                                          forwardToken: config.forwardToken)
         }

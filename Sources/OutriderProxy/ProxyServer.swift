@@ -134,6 +134,7 @@ public final class ProxyServer: @unchecked Sendable {
 
     /// Serves until a signal ends it; returns the process exit code.
     public func run() -> Int32 {
+        for fetcher in runtime.jwksFetchers { fetcher.start() }
         do {
             try accessLogSink?.start()
             for worker in workers {
@@ -171,6 +172,7 @@ public final class ProxyServer: @unchecked Sendable {
         }
         for thread in threads { thread.join() }
         offLoopPool.stop()
+        for fetcher in runtime.jwksFetchers { fetcher.stop() }
         accessLogSink?.stop()
         OperationalLog.info("stopped")
         return 0

@@ -13,6 +13,8 @@ final class ProxyRuntime: @unchecked Sendable {
     let endpoints: [EndpointRuntime]
     let maxHeaders: Int
     let maxHeaderBytes: Int
+    /// Background key fetchers of `jwks_uri` filters; started and stopped with the server.
+    let jwksFetchers: [JWKSFetcher]
 
     init(config: OutriderConfiguration, workerCount: Int) throws(FilterFactory.BuildError) {
         self.config = config
@@ -36,6 +38,7 @@ final class ProxyRuntime: @unchecked Sendable {
                                                  workerCount: workerCount, build: build))
         }
         self.listeners = listeners
+        jwksFetchers = build.services.compactMap { $0 as? JWKSFetcher }
         maxHeaders = max(1, config.listeners.map(\.limits.maxHeaders).max() ?? 100)
         maxHeaderBytes = config.listeners.map(\.limits.maxHeaderBytes).max() ?? 65536
     }

@@ -115,47 +115,53 @@ final class SubrequestConnection: SocketConnection {
         callback?(outcome)
     }
 
-    /// Status, headers and body of what arrived (framed by content-length, chunked, or EOF).
     private func parse() -> SubrequestOutcome {
-        let buffer = ByteBuffer(capacity: received.count + 1)
-        received.withUnsafeBufferPointer { _ = buffer.append($0.baseAddress!, count: $0.count) }
-        var parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 200))
-        let table = HeaderTable(capacity: 200)
-        var head = MessageHead()
-        var status = parser.parse(buffer, headers: table, head: &head)
-        while status == .complete && head.status < 200 {
-            buffer.consume(Int(head.headEnd) - buffer.readerIndex)
-            parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 200))
-            status = parser.parse(buffer, headers: table, head: &head)
-        }
-        guard status == .complete else { return .failed }
-        var headers: [(name: [UInt8], value: [UInt8])] = []
-        for index in 0..<table.count {
-            let entry = table[index]
-            let name = UnsafeBufferPointer(start: buffer.base + Int(entry.nameStart), count: Int(entry.nameLength)).map(asciiLowercase)
-            let value = Array(UnsafeBufferPointer(start: buffer.base + Int(entry.valueStart), count: Int(entry.valueLength)))
-            headers.append((name, value))
-        }
-        buffer.consume(Int(head.headEnd) - buffer.readerIndex)
-        var body: [UInt8] = []
-        if head.isChunked {
-            var decoder = ChunkedDecoder()
-            loop: while true {
-                switch decoder.next(buffer) {
-                case .data(let offset, let count):
-                    body.append(contentsOf: UnsafeBufferPointer(start: buffer.base + offset, count: count))
-                    decoder.consumeData(buffer, count)
-                case .trailer: continue
-                case .end: break loop
-                case .needMore, .failed: return .failed
-                }
-            }
-        } else if head.contentLength >= 0 {
-            guard Int64(buffer.readableBytes) >= head.contentLength else { return .failed }
-            body = Array(UnsafeBufferPointer(start: buffer.readPointer, count: Int(head.contentLength)))
-        } else {
-            body = Array(UnsafeBufferPointer(start: buffer.readPointer, count: buffer.readableBytes))
-        }
-        return .response(SubrequestResponse(status: head.status, headers: headers, body: body))
+        guard let response = parseHTTPResponse(received) else { return .failed }
+        return .response(response)
     }
+}
+
+/// Status, headers and body of a whole HTTP/1.x response read to EOF (framed by
+/// content-length, chunked, or the close); nil when it is not one.
+func parseHTTPResponse(_ received: [UInt8]) -> SubrequestResponse? {
+    let buffer = ByteBuffer(capacity: received.count + 1)
+    received.withUnsafeBufferPointer { _ = buffer.append($0.baseAddress!, count: $0.count) }
+    var parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 200))
+    let table = HeaderTable(capacity: 200)
+    var head = MessageHead()
+    var status = parser.parse(buffer, headers: table, head: &head)
+    while status == .complete && head.status < 200 {
+        buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+        parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 200))
+        status = parser.parse(buffer, headers: table, head: &head)
+    }
+    guard status == .complete else { return nil }
+    var headers: [(name: [UInt8], value: [UInt8])] = []
+    for index in 0..<table.count {
+        let entry = table[index]
+        let name = UnsafeBufferPointer(start: buffer.base + Int(entry.nameStart), count: Int(entry.nameLength)).map(asciiLowercase)
+        let value = Array(UnsafeBufferPointer(start: buffer.base + Int(entry.valueStart), count: Int(entry.valueLength)))
+        headers.append((name, value))
+    }
+    buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+    var body: [UInt8] = []
+    if head.isChunked {
+        var decoder = ChunkedDecoder()
+        loop: while true {
+            switch decoder.next(buffer) {
+            case .data(let offset, let count):
+                body.append(contentsOf: UnsafeBufferPointer(start: buffer.base + offset, count: count))
+                decoder.consumeData(buffer, count)
+            case .trailer: continue
+            case .end: break loop
+            case .needMore, .failed: return nil
+            }
+        }
+    } else if head.contentLength >= 0 {
+        guard Int64(buffer.readableBytes) >= head.contentLength else { return nil }
+        body = Array(UnsafeBufferPointer(start: buffer.readPointer, count: Int(head.contentLength)))
+    } else {
+        body = Array(UnsafeBufferPointer(start: buffer.readPointer, count: buffer.readableBytes))
+    }
+    return SubrequestResponse(status: head.status, headers: headers, body: body)
 }
