@@ -390,8 +390,13 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             context.identityEmail = start..<context.scratch.writerIndex
         }
         addIdentityHeaders(context)
-        if let groups = verified.claimString("groups") { addLine(context, Self.groupsHeader, groups) }
+        let groups = verified.claimString("groups")
+        if let groups { addLine(context, Self.groupsHeader, groups) }
         for mapping in settings.claimsToHeaders {
+            // The identity headers are written once: a mapping onto one of them adds nothing.
+            if mapping.header == Self.userHeader { continue }
+            if mapping.header == Self.emailHeader && context.identityEmail != nil { continue }
+            if mapping.header == Self.groupsHeader && groups != nil { continue }
             if let value = verified.claimString(mapping.claim) { addLine(context, mapping.header, value) }
         }
         if !settings.forwardToken {
