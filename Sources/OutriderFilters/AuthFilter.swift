@@ -154,8 +154,8 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         }
         if context.filterState == 0 {
             // First visit (not a resume after bcrypt): strip what only this filter may set.
-            context.removeHeaders(prefix: Self.authRequestPrefix)
-            for name in ownedHeaders { context.removeHeader(name) }
+            context.removeHeaders(prefix: Self.authRequestPrefix, underscoresAsDashes: true)
+            for name in ownedHeaders { context.removeHeaderAnySpelling(name) }
             if isAnonymous(context) { return .proceed }
         }
         var tokenPresented = false
@@ -229,7 +229,8 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
 
     /// Every key is compared (constant time per comparison, no early exit between keys).
     private func matchAPIKey(_ presented: (UnsafePointer<UInt8>, Int)) -> APIKey? {
-        var digest = [UInt8](repeating: 0, count: 32)
+        // The digest stays on the stack: nothing is allocated per request.
+        var digest: TokenDigest = (0, 0, 0, 0)
         var hashed = false
         var found: APIKey?
         for key in apiKeys {
@@ -238,10 +239,14 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
                 if constantTimeEqual(presented.0, presented.1, secret) && found == nil { found = key }
             case .sha256(let expected):
                 if !hashed {
-                    _ = digest.withUnsafeMutableBufferPointer { SHA256(presented.0, presented.1, $0.baseAddress) }
+                    let words = sha256(UnsafeRawBufferPointer(start: presented.0, count: presented.1))
+                    // Back to the digest's byte order.
+                    digest = (words.0.bigEndian, words.1.bigEndian, words.2.bigEndian, words.3.bigEndian)
                     hashed = true
                 }
-                let same = digest.withUnsafeBufferPointer { constantTimeEqual($0.baseAddress!, 32, expected) }
+                let same = withUnsafeBytes(of: &digest) {
+                    constantTimeEqual($0.baseAddress!.assumingMemoryBound(to: UInt8.self), 32, expected)
+                }
                 if same && found == nil { found = key }
             }
         }

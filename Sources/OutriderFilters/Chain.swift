@@ -160,8 +160,16 @@ public final class FilterContext: @unchecked Sendable {
         return nil
     }
 
-    /// Marks every client header with this name (lower-case) as removed.
+    /// Marks every client header with this name (lower-case) as removed, and drops lines an
+    /// earlier filter added under that name (a later `headers` filter has the last word).
     public func removeHeader(_ name: ByteString) {
+        if !requestHeaderLines.isEmpty {
+            requestHeaderLines.removeAll { line in
+                let start = UnsafePointer(scratch.base) + line.lowerBound
+                return line.count > name.count && start[name.count] == UInt8(ascii: ":")
+                    && name.equalsIgnoringCase(start, count: name.count)
+            }
+        }
         guard let headers else { return }
         for index in 0..<headers.count {
             let entry = headers[index]
@@ -171,15 +179,40 @@ public final class FilterContext: @unchecked Sendable {
         }
     }
 
-    /// Marks every client header starting with `prefix` (lower-case) as removed.
-    public func removeHeaders(prefix: ByteString) {
+    /// Marks every client header starting with `prefix` (lower-case) as removed. With
+    /// `underscoresAsDashes`, `_` in a client's name counts as `-`: CGI-style apps read
+    /// `X_Auth_Request_User` as `X-Auth-Request-User`, so a spoof must not pass that way.
+    public func removeHeaders(prefix: ByteString, underscoresAsDashes: Bool = false) {
         guard let headers else { return }
         for index in 0..<headers.count {
             let entry = headers[index]
             guard Int(entry.nameLength) >= prefix.count else { continue }
-            if prefix.equalsIgnoringCase(headBase + Int(entry.nameStart), count: prefix.count) {
+            if namesMatch(prefix, headBase + Int(entry.nameStart), prefix.count, underscoresAsDashes) {
                 headers[index].kind = .removed
             }
+        }
+    }
+
+    /// Marks every client header with this name (lower-case) as removed, `_` counting as `-`.
+    public func removeHeaderAnySpelling(_ name: ByteString) {
+        guard let headers else { return }
+        for index in 0..<headers.count {
+            let entry = headers[index]
+            if Int(entry.nameLength) == name.count && namesMatch(name, headBase + Int(entry.nameStart), name.count, true) {
+                headers[index].kind = .removed
+            }
+        }
+    }
+
+    @inline(__always)
+    private func namesMatch(_ lower: ByteString, _ name: UnsafePointer<UInt8>, _ count: Int, _ loose: Bool) -> Bool {
+        lower.withPointer { expected, _ in
+            for offset in 0..<count {
+                var byte = asciiLowercase(name[offset])
+                if loose && byte == UInt8(ascii: "_") { byte = UInt8(ascii: "-") }
+                if byte != expected[offset] { return false }
+            }
+            return true
         }
     }
 

@@ -990,9 +990,6 @@ final class DownstreamConnection: SocketConnection {
         let body = reply.body.map { context.bytes($0) }
         sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status, body: body) { out in
             out.append(from: context.scratch, offset: reply.headerLines.lowerBound, count: reply.headerLines.count)
-            if let lines = context.rateLimitLines {
-                out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
-            }
         }
     }
 
@@ -1009,6 +1006,10 @@ final class DownstreamConnection: SocketConnection {
         responseStarted = true
         appendStatusLine(out, status: status)
         extraHeaders?(out)
+        if filtersActive, let context = filterContext, let lines = context.rateLimitLines {
+            // Every answer on a rate-limited route says where the client stands (SPEC §5).
+            out.append(from: context.scratch, offset: lines.lowerBound, count: lines.count)
+        }
         let message = reason.message
         let bodyLength = body.map { min($0.1, max(0, out.writableBytes - 1024)) } ?? message.utf8CodeUnitCount
         out.append(body == nil ? "content-type: text/plain\r\ncontent-length: " : "content-length: ")
