@@ -284,10 +284,15 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         let cacheKey = credentialHash(credentials.user, credentials.password, entry.hash)
         if cache.contains(cacheKey, now: context.monotonicNow) { return acceptUser(context, credentials.user) }
         if context.filterState == 2 { return nil }   // bcrypt already said no for this request
-        guard let runner = context.worker.offLoop,
-              catomic_add(pendingBcrypt, 1) <= Self.maxPendingBcrypt else {
+        guard let runner = context.worker.offLoop else { return nil }
+        guard catomic_add(pendingBcrypt, 1) <= Self.maxPendingBcrypt else {
+            // Too many logins in flight: a temporary condition, not a wrong password.
             _ = catomic_add(pendingBcrypt, UInt64.max)   // undo
-            return nil
+            let lines = context.store(ByteString("retry-after: 1\r\n"))
+            context.reply = FilterReply(status: 503, reason: .authUnavailable, headerLines: lines)
+            context.deniedMethod = "basic"
+            context.deniedReason = "overloaded"
+            return .respond
         }
         let password = Array(UnsafeBufferPointer(start: credentials.password.0, count: credentials.password.1))
         let hash = entry.hash
