@@ -13,6 +13,12 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "outrider", targets: ["outrider"]),
+        // For the benchmark package in Benchmarks/ (and any embedding).
+        .library(name: "OutriderCore", targets: ["OutriderCore"]),
+        .library(name: "OutriderHTTP", targets: ["OutriderHTTP"]),
+        .library(name: "OutriderHTTP1", targets: ["OutriderHTTP1"]),
+        .library(name: "OutriderConfig", targets: ["OutriderConfig"]),
+        .library(name: "OutriderProxy", targets: ["OutriderProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

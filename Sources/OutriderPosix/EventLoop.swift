@@ -67,7 +67,15 @@ public final class EventLoop {
         events = .allocate(capacity: Int(maxEvents))
         now = Sys.monotonicNanoseconds()
         processedTick = now >> Self.tickShift
-        buckets = Array(repeating: [], count: Self.bucketCount)
+        // Room for a few entries per bucket up front, so steady traffic never grows them.
+        var empty: [(slot: Int32, generation: UInt32)] = []
+        empty.reserveCapacity(8)
+        buckets = (0..<Self.bucketCount).map { _ in
+            var bucket: [(slot: Int32, generation: UInt32)] = []
+            bucket.reserveCapacity(8)
+            return bucket
+        }
+        spareBucket = empty
         pthread_mutex_init(mailboxLock, nil)
         _ = Sys.epollAdd(epollFD, wakeFD, events: Epoll.input | Epoll.edgeTriggered, data: UInt64.max)
         handlers.reserveCapacity(1024)

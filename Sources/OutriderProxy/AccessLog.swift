@@ -18,12 +18,20 @@ final class AccessLogSink: @unchecked Sendable {
     private var thread: OSThread?
     private(set) var droppedBatches = 0
 
-    init(fd: Int32, closeOnExit: Bool) {
+    /// `batches`: buffers made up front, so handing a batch over allocates nothing unless the
+    /// log thread falls that many batches behind.
+    init(fd: Int32, closeOnExit: Bool, batches: Int) {
         self.fd = fd
         self.closeOnExit = closeOnExit
+        self.spareLimit = batches
         pthread_mutex_init(&lock, nil)
         pthread_cond_init(&ready, nil)
+        queue.reserveCapacity(Self.maxQueuedBatches)
+        spare.reserveCapacity(batches + Self.maxQueuedBatches)
+        for _ in 0..<batches { spare.append(ByteBuffer(capacity: Self.batchCapacity)) }
     }
+
+    private let spareLimit: Int
 
     func start() throws(SystemError) {
         thread = try OSThread.start(name: "outrider-log") { [self] in run() }
@@ -55,7 +63,7 @@ final class AccessLogSink: @unchecked Sendable {
             Sys.writeAll(fd, batch.readPointer, batch.readableBytes)
             batch.clear()
             pthread_mutex_lock(&lock)
-            if spare.count < 8 { spare.append(batch) }
+            if spare.count < spareLimit { spare.append(batch) }
         }
         pthread_mutex_unlock(&lock)
     }

@@ -84,11 +84,11 @@ public final class ProxyServer: @unchecked Sendable {
             accessLogSink = nil
         case .json, .combined:
             switch config.accessLog.path {
-            case .stdout: accessLogSink = AccessLogSink(fd: 1, closeOnExit: false)
-            case .stderr: accessLogSink = AccessLogSink(fd: 2, closeOnExit: false)
+            case .stdout: accessLogSink = AccessLogSink(fd: 1, closeOnExit: false, batches: 4 * workerCount)
+            case .stderr: accessLogSink = AccessLogSink(fd: 2, closeOnExit: false, batches: 4 * workerCount)
             case .file(let path):
                 do {
-                    accessLogSink = AccessLogSink(fd: try Sys.openAppend(path), closeOnExit: true)
+                    accessLogSink = AccessLogSink(fd: try Sys.openAppend(path), closeOnExit: true, batches: 4 * workerCount)
                 } catch {
                     throw .system("access_log: \(error.description)")
                 }
