@@ -199,6 +199,11 @@ final class DownstreamConnection: SocketConnection {
     /// close (nginx's lingering close).
     private func lingerOrClose() {
         if peerClosed || lingering { close(); return }
+        // Nothing can still be on its way when the request was read whole and we answered it
+        // normally: close at once (the common `Connection: close` request costs no extra
+        // wake-up). Local replies may have left a body or garbage unread: those linger.
+        let inputPending = readable || (inBuffer?.readableBytes ?? 0) > 0
+        if !inputPending && errorReason == nil && requestBody.isDone { close(); return }
         lingering = true
         Sys.shutdownWrite(fd)
         worker.loop.setDeadline(self, worker.loop.now + 2_000_000_000)
