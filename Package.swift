@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "OutriderHTTP", targets: ["OutriderHTTP"]),
         .library(name: "OutriderHTTP1", targets: ["OutriderHTTP1"]),
         .library(name: "OutriderConfig", targets: ["OutriderConfig"]),
+        .library(name: "OutriderFilters", targets: ["OutriderFilters"]),
         .library(name: "OutriderProxy", targets: ["OutriderProxy"]),
     ],
     dependencies: [
