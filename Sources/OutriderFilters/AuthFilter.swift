@@ -162,6 +162,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
 
         if let header = apiKeyHeader, let value = context.headerValue(header) {
             if let key = matchAPIKey(value) { return accept(context, identity: key.name) }
+            context.deniedMethod = "api_key"
         }
         if !passwords.isEmpty, let verdict = checkBasic(context) { return verdict }
         if let jwt, let token = findToken(jwt, context) {
@@ -174,6 +175,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         if apiKeyHeader != nil, let bearer = bearerToken(context) {
             if let key = matchAPIKey(bearer) { return accept(context, identity: key.name) }
             tokenPresented = true
+            if jwt == nil { context.deniedMethod = "api_key" }
         }
         if let external { return startExternal(external, context) }
         return deny(context, tokenPresented: tokenPresented)
@@ -221,7 +223,9 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     private func deny(_ context: FilterContext, tokenPresented: Bool) -> FilterVerdict {
         let lines = context.store(tokenPresented ? challengesInvalidToken : challenges)
         context.reply = FilterReply(status: 401, reason: .unauthenticated, headerLines: lines)
-        context.deniedReason = tokenPresented ? "invalid_credentials" : "missing_credentials"
+        let presented = tokenPresented || context.deniedMethod.utf8CodeUnitCount > 0
+        context.deniedReason = presented ? "invalid_credentials" : "missing_credentials"
+        if !presented { context.deniedMethod = "none" }
         return .respond
     }
 
@@ -268,6 +272,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             return nil
         }
         guard let credentials = basicCredentials(context) else { return nil }
+        context.deniedMethod = "basic"
         guard let entry = passwords.first(where: { $0.user.withUnsafeBufferPointer { memoryEquals($0.baseAddress!, credentials.user.0, credentials.user.1) && $0.count == credentials.user.1 } }) else {
             return nil
         }

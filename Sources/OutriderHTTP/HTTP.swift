@@ -235,6 +235,7 @@ public func reasonPhrase(_ status: Int) -> StaticString {
     case 401: return "Unauthorized"
     case 403: return "Forbidden"
     case 404: return "Not Found"
+    case 405: return "Method Not Allowed"
     case 408: return "Request Timeout"
     case 413: return "Content Too Large"
     case 414: return "URI Too Long"

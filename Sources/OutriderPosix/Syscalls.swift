@@ -57,6 +57,11 @@ public enum Sys {
         _ = Glibc.close(fd)
     }
 
+    /// Wakes a thread blocked in poll/accept on a listening socket.
+    public static func shutdownBoth(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     @inline(__always)
     public static func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
@@ -304,6 +309,21 @@ public enum Sys {
             throw SystemError("connect \(address)", code: code)
         }
         return fd
+    }
+
+    /// Waits up to `timeoutMs` for `fd` to be readable (background threads only).
+    public static func waitReadable(_ fd: Int32, timeoutMs: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, timeoutMs) > 0
+    }
+
+    /// Makes a socket blocking with send/receive timeouts (background threads only).
+    public static func makeBlocking(_ fd: Int32, timeoutSeconds: Int) {
+        let flags = fcntl(fd, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
     public static func raiseFileLimit() {

@@ -96,6 +96,9 @@ final class DownstreamConnection: SocketConnection {
         requestsServed = 0
         exchangeActive = false
         lingering = false
+        let metrics = worker.metrics
+        metrics.add(metrics.layout.downstreamTotal + listener.listener.index)
+        metrics.add(metrics.layout.downstreamActive + listener.listener.index)
         readable = false
         writable = false
     }
@@ -123,6 +126,9 @@ final class DownstreamConnection: SocketConnection {
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
+        if let listenerIndex = listener?.listener.index {
+            worker.metrics.subtract(worker.metrics.layout.downstreamActive + listenerIndex)
+        }
         endFilters()
         filterContext?.serial &+= 1
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
@@ -668,6 +674,7 @@ final class DownstreamConnection: SocketConnection {
         responseStarted = true
         responseStatus = status
         upstreamHeadersAt = worker.loop.now
+        if let endpoint { worker.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
         responseDeadline = 0
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
 
@@ -800,9 +807,14 @@ final class DownstreamConnection: SocketConnection {
         // Default retry (SPEC §7): one more try on connect failure; a pooled connection that
         // turned out closed by the app is tried once more on a fresh one when nothing of the
         // body was sent.
+        let metrics = worker.metrics
+        if connectFailure, let endpoint { metrics.add(metrics.layout.connectFailures + endpoint.index) }
         let nothingSent = requestBody.transferred == 0 && (requestBody.input == .none || connectFailure)
         let canRetry = attempts < 2 && requestHead != nil && (connectFailure || (reusedConnection && nothingSent))
         if canRetry {
+            if let route {
+                metrics.add(metrics.layout.retries + route.cluster.index * MetricsLayout.retryReasons.count + (connectFailure ? 0 : 1))
+            }
             if let endpoint { dispatch(avoiding: connectFailure ? endpoint.index : -1) } else { dispatch(avoiding: -1) }
             return
         }
@@ -937,6 +949,9 @@ final class DownstreamConnection: SocketConnection {
             connection.exchangeFinished(reusable: reusableUpstream)
         }
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
+        let metrics = worker.metrics
+        let routeIndex = route?.metricsIndex ?? (metrics.layout.unroutedBase + (listener?.listener.index ?? 0))
+        metrics.recordRequest(route: routeIndex, status: responseStatus, durationNanos: worker.loop.now - requestStartedAt)
         writeAccessLog()
         endFilters()
         if let meta { worker.metaBuffers.release(meta); self.meta = nil }
@@ -992,6 +1007,14 @@ final class DownstreamConnection: SocketConnection {
     /// to every answer (rate-limit headers).
     private func sendFilterReply(_ context: FilterContext) {
         let reply = context.reply
+        let metrics = worker.metrics
+        if reply.reason == .rateLimited, let route {
+            metrics.add(metrics.layout.rateLimited + route.metricsIndex)
+        } else if reply.reason == .unauthenticated || reply.reason == .forbidden || reply.reason == .authUnavailable {
+            let method = MetricsLayout.methodIndex(context.deniedMethod)
+            let reason = MetricsLayout.reasonIndex(context.deniedReason)
+            metrics.add(metrics.layout.authDenied + method * MetricsLayout.authReasons.count + reason)
+        }
         let body = reply.body.map { context.bytes($0) }
         sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status, body: body) { out in
             out.append(from: context.scratch, offset: reply.headerLines.lowerBound, count: reply.headerLines.count)

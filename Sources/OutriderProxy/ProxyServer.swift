@@ -111,16 +111,72 @@ public final class ProxyServer: @unchecked Sendable {
                 }
             }
         }
-        do {
-            for index in 0..<workerCount {
+        metricsLayout = MetricsLayout(runtime: runtime)
+        var made: [Worker] = []
+        for index in 0..<workerCount {
+            do {
                 let worker = try Worker(id: index, runtime: runtime, listenerSockets: sockets[index], accessLogSink: accessLogSink,
                                         accessLogFormat: config.accessLog.format, offLoopPool: offLoopPool,
-                                        serviceAddresses: serviceAddresses) { [weak self] _ in self?.workerStopped() }
-                workers.append(worker)
+                                        serviceAddresses: serviceAddresses, metricsLayout: metricsLayout) { [weak self] _ in self?.workerStopped() }
+                made.append(worker)
+            } catch {
+                throw .system(error.description)
             }
-        } catch {
-            throw .system(error.description)
         }
+        workers = made
+        let metricsOfWorkers = made.map(\.metrics)
+        let runtime = self.runtime
+        do {
+            admin = try AdminServer(address: config.admin.address, hooks: AdminServer.Hooks(
+                isReady: { [unowned self] in !isDraining },
+                metrics: { MetricsRenderer.render(metricsOfWorkers, version: OutriderVersion.current, reloadsOK: 0, reloadsError: 0) },
+                config: { config.renderJSON() },
+                clusters: { Self.clustersJSON(runtime, metricsOfWorkers) },
+                drain: { [unowned self] in requestDrain(delay: config.drain.delay, reason: "POST /drain") }))
+        } catch {
+            throw .bind("admin: \(error.description)")
+        }
+    }
+
+    private let metricsLayout: MetricsLayout
+    private var admin: AdminServer?
+    private var drainRequested = false
+
+    /// True once a drain started: /ready answers 503 from that moment.
+    var isDraining: Bool {
+        pthread_mutex_lock(&stopLock)
+        defer { pthread_mutex_unlock(&stopLock) }
+        return drainRequested
+    }
+
+    /// Starts draining once, whoever asks first (a signal or POST /drain).
+    private func requestDrain(delay: Duration, reason: String) {
+        pthread_mutex_lock(&stopLock)
+        let first = !drainRequested
+        drainRequested = true
+        pthread_mutex_unlock(&stopLock)
+        guard first else { return }
+        OperationalLog.info("draining", ["reason": reason, "delay": "\(delay)", "timeout": "\(config.drain.timeout)"])
+        startDrain(delay: delay)
+    }
+
+    /// SPEC §8 `/clusters`.
+    static func clustersJSON(_ runtime: ProxyRuntime, _ metrics: [WorkerMetrics]) -> String {
+        guard let layout = metrics.first?.layout else { return "{\"clusters\":[]}" }
+        func sum(_ index: Int) -> UInt64 { metrics.reduce(0) { $0 &+ $1.load(index) } }
+        var clusters: [String] = []
+        for cluster in runtime.clusters {
+            var endpoints: [String] = []
+            for endpoint in cluster.endpoints {
+                let open = sum(layout.upstreamActive + endpoint.index)
+                let idle = sum(layout.upstreamIdle + endpoint.index)
+                endpoints.append("{\"address\":\(jsonQuoted(endpoint.labelString)),\"healthy\":true,\"ejected\":false,"
+                                 + "\"active_connections\":\(open &- min(open, idle)),\"idle_connections\":\(idle),"
+                                 + "\"requests\":\(sum(layout.endpointRequests + endpoint.index))}")
+            }
+            clusters.append("{\"name\":\(jsonQuoted(cluster.name.description)),\"endpoints\":[\(endpoints.joined(separator: ","))]}")
+        }
+        return "{\"clusters\":[\(clusters.joined(separator: ","))]}"
     }
 
     private func workerStopped() {
@@ -147,9 +203,12 @@ public final class ProxyServer: @unchecked Sendable {
         for (listener, address) in zip(config.listeners, boundAddresses) {
             OperationalLog.info("listening", ["listener": listener.name, "address": address])
         }
+        if let admin {
+            do { try admin.start() } catch { OperationalLog.error("admin server failed", ["error": error.description]) }
+            OperationalLog.info("admin listening", ["address": admin.address])
+        }
         OperationalLog.info("started", ["workers": String(workers.count), "version": OutriderVersion.current])
 
-        var draining = false
         while true {
             let signal = Sys.readSignal(signalFD)
             pthread_mutex_lock(&stopLock)
@@ -157,13 +216,10 @@ public final class ProxyServer: @unchecked Sendable {
             pthread_mutex_unlock(&stopLock)
             if allStopped { break }
             switch signal {
-            case SIGTERM, SIGINT:
-                if draining { continue }
-                draining = true
-                let delay = signal == SIGINT ? Duration.zero : config.drain.delay
-                OperationalLog.info("draining", ["signal": signal == SIGTERM ? "SIGTERM" : "SIGINT",
-                                                 "delay": "\(delay)", "timeout": "\(config.drain.timeout)"])
-                startDrain(delay: delay)
+            case SIGTERM:
+                requestDrain(delay: config.drain.delay, reason: "SIGTERM")
+            case SIGINT:
+                requestDrain(delay: .zero, reason: "SIGINT")
             case SIGHUP:
                 OperationalLog.warning("SIGHUP: configuration reload is not supported yet; keeping the running configuration")
             default:
@@ -171,6 +227,7 @@ public final class ProxyServer: @unchecked Sendable {
             }
         }
         for thread in threads { thread.join() }
+        admin?.stop()
         offLoopPool.stop()
         for fetcher in runtime.jwksFetchers { fetcher.stop() }
         accessLogSink?.stop()

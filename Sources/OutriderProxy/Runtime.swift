@@ -37,6 +37,13 @@ final class ProxyRuntime: @unchecked Sendable {
             listeners.append(try ListenerRuntime(index: index, config: listener, clusters: clusters,
                                                  workerCount: workerCount, build: build))
         }
+        var routeIndex = 0
+        for listener in listeners {
+            for route in listener.routes {
+                route.metricsIndex = routeIndex
+                routeIndex += 1
+            }
+        }
         self.listeners = listeners
         jwksFetchers = build.services.compactMap { $0 as? JWKSFetcher }
         maxHeaders = max(1, config.listeners.map(\.limits.maxHeaders).max() ?? 100)
@@ -105,6 +112,8 @@ final class RouteRuntime: @unchecked Sendable {
     let cluster: ClusterRuntime
     /// The filter chain, in the order written (SPEC §2 `filters`).
     let filters: [any HTTPFilter]
+    /// This route's place in the metrics layout (all listeners' routes in order).
+    var metricsIndex = 0
 
     init(config: RouteConfig, cluster: ClusterRuntime, build: FilterBuildContext) throws(FilterFactory.BuildError) {
         name = ByteString(config.name)

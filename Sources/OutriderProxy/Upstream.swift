@@ -24,6 +24,8 @@ final class UpstreamConnection: SocketConnection {
     private var receivedAnyByte = false
     private var paused = false
     private var closeAfterFlush = false
+    /// Counted in the open-connections gauge of its endpoint.
+    private var countedOpen = false
 
     var isReusable: Bool { fd >= 0 && state == .pooled && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0 }
 
@@ -78,6 +80,8 @@ final class UpstreamConnection: SocketConnection {
             return false
         }
         state = .connecting
+        countedOpen = true
+        worker.metrics.add(worker.metrics.layout.upstreamActive + endpoint.index)
         output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
         worker.loop.setDeadline(self, worker.loop.now + (cluster?.connectTimeout ?? 1_000_000_000))
         return true
@@ -280,6 +284,10 @@ final class UpstreamConnection: SocketConnection {
     func close() {
         guard state != .closed || fd >= 0 else { return }
         if state == .pooled { worker.removeFromPool(self) }
+        if countedOpen {
+            countedOpen = false
+            worker.metrics.subtract(worker.metrics.layout.upstreamActive + endpointIndex)
+        }
         state = .closed
         downstream = nil
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }

@@ -42,14 +42,18 @@ final class Worker: @unchecked Sendable {
 
     /// Per-worker caches and the off-loop runner of the filters.
     let filterState: FilterWorkerState
+    /// This worker's counters (summed by the admin server on a scrape).
+    let metrics: WorkerMetrics
 
     init(id: Int, runtime: ProxyRuntime, listenerSockets: [Int32], accessLogSink: AccessLogSink?,
          accessLogFormat: AccessLogFormat, offLoopPool: OffLoopPool, serviceAddresses: [String: SocketAddress],
+         metricsLayout: MetricsLayout,
          onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
         self.id = id
         self.runtime = runtime
         self.onStopped = onStopped
         loop = try EventLoop()
+        metrics = WorkerMetrics(layout: metricsLayout)
         filterState = FilterWorkerState(workerIndex: id, offLoop: WorkerOffLoopRunner(pool: offLoopPool, loop: loop))
         let bufferCapacity = max(64 * 1024, runtime.maxHeaderBytes) + 16 * 1024
         buffers = BufferPool(bufferCapacity: bufferCapacity, maxRetained: 256)
@@ -155,6 +159,7 @@ final class Worker: @unchecked Sendable {
 
     func takeIdleUpstream(_ endpoint: EndpointRuntime) -> UpstreamConnection? {
         while let connection = idleUpstreams[endpoint.index].popLast() {
+            metrics.subtract(metrics.layout.upstreamIdle + endpoint.index)
             if connection.isReusable { return connection }
             connection.close()
         }
@@ -164,6 +169,7 @@ final class Worker: @unchecked Sendable {
     func returnToPool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {
         guard !draining, idleUpstreams[connection.endpointIndex].count < cluster.maxIdlePerEndpoint else { return false }
         idleUpstreams[connection.endpointIndex].append(connection)
+        metrics.add(metrics.layout.upstreamIdle + connection.endpointIndex)
         return true
     }
 
@@ -172,6 +178,7 @@ final class Worker: @unchecked Sendable {
         guard index >= 0, index < idleUpstreams.count else { return }
         if let position = idleUpstreams[index].lastIndex(where: { $0 === connection }) {
             idleUpstreams[index].remove(at: position)
+            metrics.subtract(metrics.layout.upstreamIdle + index)
         }
     }
 
@@ -185,7 +192,6 @@ final class Worker: @unchecked Sendable {
         drainDeadline = loop.now + timeout
         for listener in listeners { listener.close() }
         for pool in idleUpstreams { for connection in pool { connection.close() } }
-        idleUpstreams = idleUpstreams.map { _ in [] }
         for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
         ticker.want(drainDeadline, loop)
         if downstreamCount == 0 { finishDrain() }
