@@ -3,6 +3,8 @@
 # nginx, HAProxy, h2o and Caddy in the same run, and prints Outrider's ratios to nginx.
 #   scripts/bench.sh [peers.sh options, e.g. --runs 1 --duration 5 --only nginx,haproxy,project]
 # Set ACCESS_LOG=json to measure with the access log on (the peers run with theirs off).
+# Afterwards the auth'd case runs (scripts/bench-auth.sh: Outrider with an API-key filter
+# against nginx's plain proxying); AUTH_CASE=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="${PEERS_SH:-../shared/bench/peers.sh}"
@@ -40,3 +42,8 @@ for label, i in [("(a) keep-alive CPU us/req", 4), ("(b) conn-close CPU us/req",
 for label, i in [("(a) p50/p99 ms", 3), ("(b) p50/p99 ms", 7)]:
     print(f"  {label:28s} outrider {p[i]:>18s}   nginx {n[i]:>18s}")
 PY
+if [ "${AUTH_CASE:-1}" != 0 ]; then
+  echo
+  echo "Auth'd case (API key), same pinning:"
+  scripts/bench-auth.sh 10 3
+fi
