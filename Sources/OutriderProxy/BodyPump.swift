@@ -30,6 +30,19 @@ struct BodyPump {
     /// Body bytes taken from the input (payload only, no framing).
     private(set) var transferred: Int64 = 0
 
+    /// Bytes a length-delimited body relayed without re-encoding still needs; 0 otherwise.
+    var directRemaining: Int64 {
+        guard !isDone, !chunkedOutput, case .length = input else { return 0 }
+        return remaining
+    }
+
+    /// Counts body bytes that went straight from the sender's socket to the output buffer.
+    mutating func advanceDirect(_ count: Int64) {
+        remaining -= count
+        transferred += count
+        if remaining == 0 { isDone = true }
+    }
+
     /// Room kept for a chunk-size line, a trailer line and the final CRLFs.
     private static let framingReserve = ChunkedDecoder.maxLineBytes + 64
 

@@ -767,6 +767,27 @@ final class DownstreamConnection: SocketConnection {
         return outcome
     }
 
+    /// For a length-delimited body relayed as it is: reads from the upstream socket into the
+    /// client's output buffer. Nil when the body is framed otherwise (the caller copies).
+    func readResponseBodyDirectly(from upstream: UpstreamConnection) -> ReadOutcome? {
+        let remaining = responseBody.directRemaining
+        guard remaining > 0 else { return nil }
+        let out = output()
+        if out.writableBytes < 4096 {
+            if out.readerIndex > 0 && out.capacity - out.readableBytes >= 4096 { out.compact() } else { return nil }
+        }
+        let before = out.readableBytes
+        let outcome = upstream.read(into: out, count: Int(min(Int64(Int.max), remaining)))
+        let moved = out.readableBytes - before
+        if moved > 0 {
+            responseBody.advanceDirect(Int64(moved))
+            bytesOut += Int64(moved)
+            worker.queueFlush(self)
+            armDeadline()
+        }
+        return outcome
+    }
+
     /// The whole response has been handed to the client's output.
     func responseComplete(upstreamReusable: Bool) {
         finishExchange(reusableUpstream: upstreamReusable && requestBody.isDone)

@@ -72,6 +72,24 @@ class SocketConnection: LoopHandler {
         return .failed
     }
 
+    /// Reads up to `count` bytes into `buffer` (not the input buffer), with the same
+    /// readiness bookkeeping as `readIntoInput`.
+    final func read(into buffer: ByteBuffer, count limit: Int) -> ReadOutcome {
+        let room = min(limit, buffer.writableBytes)
+        if room == 0 { return .full }
+        let count = Sys.read(fd, buffer.writePointer, room)
+        if count > 0 {
+            buffer.writerIndex += count
+            if count < room && !hangupSeen { readable = false }
+            return .data
+        }
+        readable = false
+        if count == 0 { peerClosed = true; return .closed }
+        if count == Sys.wouldBlock { return .wouldBlock }
+        lastError = Int32(-count)
+        return .failed
+    }
+
     /// Subclasses override to fix up offsets into the input buffer before it is compacted.
     func compactInput() { inBuffer?.compact() }
 

@@ -245,6 +245,19 @@ final class UpstreamConnection: SocketConnection {
                 continue
             }
             guard readable else { return }
+            if headDone && !tunnel && (inBuffer?.readableBytes ?? 0) == 0 {
+                // A length-delimited body goes from the app's socket straight into the
+                // client's output buffer: no copy through our input buffer.
+                switch downstream.readResponseBodyDirectly(from: self) {
+                case .none: break
+                case .some(.data), .some(.full): continue
+                case .some(.wouldBlock): return
+                case .some(.closed): continue
+                case .some(.failed):
+                    fail(.upstreamReset, connectFailure: false)
+                    return
+                }
+            }
             switch readIntoInput() {
             case .data: continue
             case .wouldBlock: return
