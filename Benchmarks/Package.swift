@@ -32,5 +32,21 @@ let package = Package(
             path: "Benchmarks/OutriderBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // The filter chain. Compiled like the modules it mirrors (OutriderFilters and
+        // OutriderProxy's Downstream): without the runtime's exclusivity checks, which would add
+        // 16 swift_beginAccess calls per request to the fixture's FilterContext writes.
+        .executableTarget(
+            name: "OutriderFilterBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "OutriderCore", package: "Outrider"),
+                .product(name: "OutriderHTTP", package: "Outrider"),
+                .product(name: "OutriderHTTP1", package: "Outrider"),
+                .product(name: "OutriderFilters", package: "Outrider"),
+            ],
+            path: "Benchmarks/OutriderFilterBenchmarks",
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -391,7 +391,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
                 return .respond
             }
         }
-        context.verifiedToken = VerifiedJWTReference(verified)
+        context.verifiedToken = verified
         guard let identity = verified.claimString(settings.identityClaim) else {
             context.deniedMethod = "jwt"
             return .respond

@@ -90,7 +90,9 @@ public final class FilterContext: @unchecked Sendable {
     public var responseHeaderLines: [Range<Int>] = []
     public var identity: Range<Int>?
     public var identityEmail: Range<Int>?
-    public var verifiedToken: VerifiedJWTReference?
+    /// The request's verified token, for later filters (templates); a value, so keeping it
+    /// costs no allocation.
+    public var verifiedToken: VerifiedJWT?
     public var reply = FilterReply()
     /// Filled by work finished off the loop, read by the filter when it is asked again.
     public var asyncOutcome: AsyncOutcome = .none
@@ -241,12 +243,6 @@ public final class FilterContext: @unchecked Sendable {
         scratch.append(pointer, count: min(count, scratch.writableBytes))
         return start..<scratch.writerIndex
     }
-}
-
-/// A verified token shared with later filters (templates, claims_to_headers).
-public final class VerifiedJWTReference: @unchecked Sendable {
-    public let token: VerifiedJWT
-    public init(_ token: VerifiedJWT) { self.token = token }
 }
 
 /// Per-worker state the shared filter objects need: caches keyed by filter, without locks.

@@ -65,7 +65,7 @@ public struct HeaderTemplate: Sendable {
             case .identity:
                 if let identity = context.identity { appendScratch(context, identity, out) }
             case .jwtClaim(let name):
-                if let token = context.verifiedToken, let value = token.token.claimString(name) {
+                if let token = context.verifiedToken, let value = token.claimString(name) {
                     appendSafeHeaderValue(value, out)
                 }
             }
