@@ -75,10 +75,9 @@ public final class RateLimitTable: @unchecked Sendable {
             var current = catomic_load(keys + index)
             if current == key { return index }
             if current == 0 {
-                if catomic_cas(keys + index, &current, key) {
-                    catomic_store(arrivals + index, 0)
-                    return index
-                }
+                // A free slot's arrival time is in the past: its bucket is full, as a new key's
+                // must be. (Resetting it here would race with another worker already counting.)
+                if catomic_cas(keys + index, &current, key) { return index }
                 if current == key { return index }
             }
             let arrival = catomic_load(arrivals + index)
@@ -87,10 +86,11 @@ public final class RateLimitTable: @unchecked Sendable {
                 idlest = index
             }
         }
-        // A bucket whose arrival time has passed is full: taking it over loses nothing.
+        // A bucket whose arrival time has passed is full: taking it over loses nothing, and
+        // its arrival time needs no reset (max(arrival, now) starts the new key full).
         if idlestArrival <= now {
             var current = catomic_load(keys + idlest)
-            if catomic_cas(keys + idlest, &current, key) { catomic_store(arrivals + idlest, 0) }
+            _ = catomic_cas(keys + idlest, &current, key)
         }
         return idlest
     }
