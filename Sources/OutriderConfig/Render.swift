@@ -1,3 +1,4 @@
+import OutriderCore
 // The effective configuration written back out, in the file's own key names and shape:
 // YAML for `outrider print-config`, JSON for the admin `/config` endpoint. Both outputs load
 // back to an equal configuration (JSON is YAML), which the tests check.
@@ -369,25 +370,7 @@ enum JSONWriter {
         }
     }
 
-    static func quoted(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\t": result += "\\t"
-            case "\r": result += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    result += "\\u" + hex(scalar.value, digits: 4)
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result + "\""
-    }
+    static func quoted(_ text: String) -> String { jsonQuoted(text) }
 }
 
 private func hex(_ value: UInt32, digits: Int) -> String {

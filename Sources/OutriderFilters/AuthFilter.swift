@@ -13,9 +13,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         public let pathPrefix: ByteString      // without a trailing slash, except "/"
         public let methods: [ByteString]
         public init(pathPrefix: String, methods: [String]) {
-            var prefix = pathPrefix
-            while prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
-            self.pathPrefix = ByteString(prefix)
+            self.pathPrefix = segmentPrefix(pathPrefix)
             self.methods = methods.map { ByteString($0) }
         }
     }
@@ -186,15 +184,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         let (path, pathLength) = context.bytes(context.pathRange)
         let (method, methodLength) = context.headBytes(context.methodRange)
         for rule in anonymous {
-            let prefixLength = rule.pathPrefix.count
-            let matches: Bool
-            if prefixLength == 1 {
-                matches = true
-            } else {
-                matches = pathLength >= prefixLength && rule.pathPrefix.equals(path, count: prefixLength)
-                    && (pathLength == prefixLength || path[prefixLength] == UInt8(ascii: "/"))
-            }
-            guard matches else { continue }
+            guard pathHasSegmentPrefix(path, pathLength, rule.pathPrefix) else { continue }
             if rule.methods.isEmpty { return true }
             for allowed in rule.methods where allowed.equals(method, count: methodLength) { return true }
         }

@@ -287,3 +287,20 @@ public func reasonPhrase(_ status: Int) -> StaticString {
     }
     return (word >> UInt64(byte & 63)) & 1 == 1
 }
+
+/// A route or `allow_anonymous` prefix as matched: whole segments, no trailing slash except
+/// for the root ("/api/" is "/api").
+public func segmentPrefix(_ text: String) -> ByteString {
+    var prefix = text
+    while prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
+    return ByteString(prefix)
+}
+
+/// Segment-aware prefix match (SPEC §2): "/api" matches "/api" and "/api/x", not "/apix".
+@inlinable @inline(__always)
+public func pathHasSegmentPrefix(_ path: UnsafePointer<UInt8>, _ count: Int, _ prefix: ByteString) -> Bool {
+    let prefixCount = prefix.count
+    if prefixCount == 1 { return true }
+    guard count >= prefixCount, prefix.equals(path, count: prefixCount) else { return false }
+    return count == prefixCount || path[prefixCount] == UInt8(ascii: "/")
+}

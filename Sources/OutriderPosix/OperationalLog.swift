@@ -1,4 +1,5 @@
 import Glibc
+import OutriderCore
 
 /// Operational logs: one JSON object per line on stderr. Rare events only (start-up, errors,
 /// shutdown), so plain Strings are fine here; a lock keeps lines whole across threads.
@@ -48,28 +49,6 @@ public enum OperationalLog {
         formatISOTimestamp(nanos, into: &text)
         return String(decoding: text, as: UTF8.self)
     }
-}
-
-/// JSON string literal with escapes.
-public func jsonQuoted(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
 }
 
 /// Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes) for a wall-clock time in nanoseconds.

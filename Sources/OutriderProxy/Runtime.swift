@@ -117,9 +117,7 @@ final class RouteRuntime: @unchecked Sendable {
 
     init(config: RouteConfig, cluster: ClusterRuntime, build: FilterBuildContext) throws(FilterFactory.BuildError) {
         name = ByteString(config.name)
-        var prefix = config.match.pathPrefix
-        while prefix.count > 1 && prefix.hasSuffix("/") { prefix.removeLast() }
-        pathPrefix = ByteString(prefix)
+        pathPrefix = segmentPrefix(config.match.pathPrefix)
         let host = config.match.host.lowercased()
         if host == "*" || host.isEmpty {
             self.host = .any
@@ -139,14 +137,9 @@ final class RouteRuntime: @unchecked Sendable {
         self.filters = filters
     }
 
-    /// Segment-aware: "/api" matches "/api" and "/api/x", not "/apix".
     @inline(__always)
     func matchesPath(_ path: UnsafePointer<UInt8>, _ count: Int) -> Bool {
-        let prefixCount = pathPrefix.count
-        if prefixCount == 1 { return true }
-        guard count >= prefixCount else { return false }
-        guard pathPrefix.equals(path, count: prefixCount) else { return false }
-        return count == prefixCount || path[prefixCount] == UInt8(ascii: "/")
+        pathHasSegmentPrefix(path, count, pathPrefix)
     }
 
     /// `host` is the Host header without its port.
