@@ -12,8 +12,8 @@ stage() { echo; echo "==== $* ===="; }
 stage "dependencies"
 scripts/install-deps.sh
 
-stage "swift build -c release --product outrider"
-if ! swift build -c release --product outrider; then
+stage "swift build -c release --product outrider (with the import check)"
+if ! swift build -c release --product outrider --explicit-target-dependency-import-check error; then
   echo "test.sh: release build failed" >&2
   echo "integration: not run (build failed)"
   exit 1
