@@ -274,10 +274,9 @@ public final class FilterWorkerState {
 /// Hands out cache slots to filters as they are built.
 public final class FilterBuildContext {
     private var nextSlot = 0
-    public let offLoop: OffLoopRunner?
     /// Background services the filters need started (JWKS fetchers), started by the proxy.
     public private(set) var services: [AnyObject] = []
-    public init(offLoop: OffLoopRunner?) { self.offLoop = offLoop }
+    public init() {}
     public func register(_ service: AnyObject) { services.append(service) }
     public func allocateCacheSlot() -> Int {
         defer { nextSlot += 1 }

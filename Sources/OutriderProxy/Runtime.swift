@@ -31,7 +31,7 @@ final class ProxyRuntime: @unchecked Sendable {
         }
         self.clusters = clusters
         self.endpoints = endpoints
-        let build = FilterBuildContext(offLoop: nil)
+        let build = FilterBuildContext()
         var listeners: [ListenerRuntime] = []
         for (index, listener) in config.listeners.enumerated() {
             listeners.append(try ListenerRuntime(index: index, config: listener, clusters: clusters,

@@ -35,7 +35,7 @@ enum FilterSetups {
                        .init(name: "reporting",
                              secret: .sha256(hexBytes("1752b02b6ec42cc2a2e1698cb6dd570129e7683d44d18bb89ba074c59b0f046d"))),
                    ],
-                   passwords: [], jwt: nil, build: FilterBuildContext(offLoop: nil))
+                   passwords: [], jwt: nil, build: FilterBuildContext())
     }
 
     /// `FilterFactory`'s verifier for `issuer`, `audiences: [app]`, `algorithms: [RS256, ES256]`,
@@ -57,7 +57,7 @@ enum FilterSetups {
             forwardToken: true)
         return AuthFilter(realm: "app", anonymous: [.init(pathPrefix: "/healthz", methods: ["GET"])],
                           apiKeyHeader: nil, apiKeys: [], passwords: [], jwt: settings,
-                          build: FilterBuildContext(offLoop: nil))
+                          build: FilterBuildContext())
     }
 
     /// 1,000 requests/s with a burst of 100, keyed by the client address (the default). The

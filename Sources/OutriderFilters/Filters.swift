@@ -1,1 +1,0 @@
-// The filter chain (DESIGN.md §3): auth, rate limit and header rewriting.
