@@ -1,3 +1,4 @@
+import CAtomics
 import CCrypt
 import COpenSSL
 import Glibc
@@ -263,9 +264,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         }
         guard let credentials = basicCredentials(context) else { return nil }
         context.deniedMethod = "basic"
-        guard let entry = passwords.first(where: { $0.user.withUnsafeBufferPointer { memoryEquals($0.baseAddress!, credentials.user.0, credentials.user.1) && $0.count == credentials.user.1 } }) else {
-            return nil
-        }
+        guard let entry = passwordEntry(for: credentials.user) else { return nil }
         if !entry.isBcrypt {
             // {SHA}base64(sha1(password)): cheap, checked on the loop.
             var digest = [UInt8](repeating: 0, count: 20)
@@ -303,6 +302,13 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             context.onResume?()
         })
         return .pause
+    }
+
+    private func passwordEntry(for user: (UnsafePointer<UInt8>, Int)) -> PasswordEntry? {
+        for entry in passwords where entry.user.count == user.1 && user.1 > 0 {
+            if entry.user.withUnsafeBufferPointer({ memoryEquals($0.baseAddress!, user.0, user.1) }) { return entry }
+        }
+        return nil
     }
 
     private func acceptUser(_ context: FilterContext, _ user: (UnsafePointer<UInt8>, Int)) -> FilterVerdict {
@@ -705,5 +711,3 @@ struct UnsafeSendablePointer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<UInt64>
     init(_ pointer: UnsafeMutablePointer<UInt64>) { self.pointer = pointer }
 }
-
-import CAtomics

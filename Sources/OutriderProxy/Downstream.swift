@@ -393,7 +393,7 @@ final class DownstreamConnection: SocketConnection {
         }
 
         // Route: first match wins.
-        let routePath = head.method == .connect ? UnsafePointer(scratch.readPointer) : UnsafePointer(scratch.readPointer)
+        let routePath = UnsafePointer(scratch.readPointer)
         let hostWithoutPort = hostLength - portSuffixLength(hostPointer, hostLength)
         var matched: RouteRuntime?
         for candidate in listenerRuntime.routes {
@@ -839,7 +839,7 @@ final class DownstreamConnection: SocketConnection {
             if let endpoint { dispatch(avoiding: connectFailure ? endpoint.index : -1) } else { dispatch(avoiding: -1) }
             return
         }
-        sendLocalReply(reason, close: !requestBody.isDone || requestBody.transferred > 0 && !requestBody.isDone)
+        sendLocalReply(reason, close: !requestBody.isDone)
     }
 
     // MARK: tunnel
@@ -1108,7 +1108,6 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         out.append("{\"ts\":\"")
-        out.writerIndex += 0
         if out.writableBytes >= 24 {
             formatISOTimestamp(Sys.wallClockNanoseconds(), into: out.writePointer)
             out.writerIndex += 24
@@ -1177,7 +1176,6 @@ final class DownstreamConnection: SocketConnection {
 
     private func writeCombined(_ out: ByteBuffer, _ meta: ByteBuffer) {
         // client - - [ts] "METHOD PATH PROTO" status bytes "referer" "agent"
-        if let listener { _ = listener }
         let ip = out.writerIndex
         peer.appendIP(to: out)
         if out.writerIndex == ip { out.append(UInt8(ascii: "-")) }

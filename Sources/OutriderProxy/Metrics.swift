@@ -158,12 +158,17 @@ enum MetricsRenderer {
         }
 
         family("outrider_requests_total", "counter", "Requests answered, by status code.")
-        for (routeIndex, route) in layout.routes.enumerated() {
+        /// One sample per status code seen (codes never seen are left out).
+        func codeSamples(_ name: String, _ labels: String, _ base: Int) {
             for code in 0..<MetricsLayout.codes {
-                let value = sum(layout.requests + routeIndex * MetricsLayout.codes + code)
-                if value == 0 { continue }
-                out += "outrider_requests_total{listener=\(label(layout.listenerNames[route.listener])),route=\(label(route.name)),cluster=\(label(route.cluster)),code=\"\(code + 100)\"} \(value)\n"
+                let value = sum(base + code)
+                if value != 0 { out += "\(name){\(labels),code=\"\(code + 100)\"} \(value)\n" }
             }
+        }
+        for (routeIndex, route) in layout.routes.enumerated() {
+            codeSamples("outrider_requests_total",
+                        "listener=\(label(layout.listenerNames[route.listener])),route=\(label(route.name)),cluster=\(label(route.cluster))",
+                        layout.requests + routeIndex * MetricsLayout.codes)
         }
 
         family("outrider_request_duration_seconds", "histogram", "Time from the request's first byte to the end of its response.")
@@ -184,11 +189,9 @@ enum MetricsRenderer {
 
         family("outrider_upstream_requests_total", "counter", "Responses received from endpoints, by status code.")
         for (endpointIndex, endpoint) in layout.endpoints.enumerated() {
-            for code in 0..<MetricsLayout.codes {
-                let value = sum(layout.upstreamRequests + endpointIndex * MetricsLayout.codes + code)
-                if value == 0 { continue }
-                out += "outrider_upstream_requests_total{cluster=\(label(endpoint.cluster)),endpoint=\(label(endpoint.label)),code=\"\(code + 100)\"} \(value)\n"
-            }
+            codeSamples("outrider_upstream_requests_total",
+                        "cluster=\(label(endpoint.cluster)),endpoint=\(label(endpoint.label))",
+                        layout.upstreamRequests + endpointIndex * MetricsLayout.codes)
         }
         family("outrider_upstream_connect_failures_total", "counter", "Failed connection attempts to endpoints.")
         for (endpointIndex, endpoint) in layout.endpoints.enumerated() {
