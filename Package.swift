@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "OutriderHTTP1", targets: ["OutriderHTTP1"]),
         .library(name: "OutriderConfig", targets: ["OutriderConfig"]),
         .library(name: "OutriderFilters", targets: ["OutriderFilters"]),
+        .library(name: "OutriderBalancing", targets: ["OutriderBalancing"]),
         .library(name: "OutriderProxy", targets: ["OutriderProxy"]),
     ],
     dependencies: [
@@ -38,9 +39,11 @@ let package = Package(
         .target(name: "OutriderHTTP1", dependencies: ["OutriderCore", "OutriderHTTP"], swiftSettings: dataPath),
         .target(name: "OutriderFilters", dependencies: ["OutriderCore", "OutriderHTTP", "COpenSSL", "CCrypt", "CAtomics"],
                 swiftSettings: dataPath),
+        // Upstream choice without I/O: load-balancing policies, retry backoff and budgets.
+        .target(name: "OutriderBalancing", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
             "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
-            "COpenSSL",
+            "OutriderBalancing", "COpenSSL", "CAtomics",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
             "OutriderProxy", "OutriderConfig", "OutriderCore",
@@ -51,6 +54,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http1-parser", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore", "CFuzzerShim"],
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
+        .testTarget(name: "OutriderBalancingTests", dependencies: ["OutriderBalancing", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
         .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"],
                     exclude: ["Fixtures"]),

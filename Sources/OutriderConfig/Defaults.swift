@@ -30,7 +30,12 @@ enum Defaults {
     static let endpoints = [ConfigAddress(host: "127.0.0.1", port: 8_080)]
     static let dnsRefresh = Duration.seconds(5)
     static let clusterProtocol = ClusterProtocol.http1
-    static let lbPolicy = LoadBalancingPolicy.roundRobin
+    static let lb = LoadBalancingConfig(policy: .roundRobin)
+    static let circuitBreaker = CircuitBreakerConfig(maxConnections: 1024, maxPending: 1024, maxRequests: 1024)
+    static let healthCheck = HealthCheckConfig(path: "/healthz", interval: .seconds(5), timeout: .seconds(1),
+                                               healthyThreshold: 2, unhealthyThreshold: 3)
+    static let outlierDetection = OutlierDetectionConfig(consecutiveFailures: 5, baseEjection: .seconds(30),
+                                                         maxEjectedPercent: 50)
     static let connectTimeout = Duration.seconds(1)
     static let pool = PoolConfig(maxIdlePerEndpoint: 64, idleTimeout: .seconds(60))
 
@@ -57,9 +62,12 @@ enum Defaults {
         endpoints: endpoints,
         dnsRefresh: dnsRefresh,
         protocol: clusterProtocol,
-        lbPolicy: lbPolicy,
+        lb: lb,
         connectTimeout: connectTimeout,
-        pool: pool
+        pool: pool,
+        healthCheck: nil,
+        outlierDetection: nil,
+        circuitBreaker: circuitBreaker
     )
 
     static let configuration = OutriderConfiguration(

@@ -87,6 +87,63 @@ public struct RouteConfig: Sendable, Equatable {
     public var cluster: String
     /// The route's filter chain, in the order written.
     public var filters: [FilterConfig] = []
+    /// SPEC §7; `RetryPolicy.default` when the route has no `retry`.
+    public var retry: RetryPolicy = .default
+}
+
+// MARK: retry (SPEC §7)
+
+public enum RetryCondition: String, Sendable, CaseIterable {
+    case connectFailure = "connect_failure"
+    case refusedStream = "refused_stream"
+    case reset
+    case gatewayError = "gateway_error"          // 502, 503, 504 answers
+    case serverError = "5xx"                     // any 5xx answer (and gateway errors)
+    case retriableStatusCodes = "retriable_status_codes"
+}
+
+public struct RetryBackoff: Sendable, Equatable {
+    public var base: Duration
+    public var max: Duration
+    public init(base: Duration, max: Duration) { self.base = base; self.max = max }
+}
+
+/// Over a 10 s window: retries ≤ `ratio` × requests + `minPerSecond` per second.
+public struct RetryBudget: Sendable, Equatable {
+    public var ratio: Double
+    public var minPerSecond: Double
+    public init(ratio: Double, minPerSecond: Double) { self.ratio = ratio; self.minPerSecond = minPerSecond }
+}
+
+public struct RetryPolicy: Sendable, Equatable {
+    /// Total tries, the first included (≥ 1).
+    public var attempts: Int
+    public var on: Set<RetryCondition>
+    public var retriableStatusCodes: [Int]
+    /// `.zero` = no per-try limit (only the route `timeout`).
+    public var perTryTimeout: Duration
+    public var backoff: RetryBackoff
+    public var budget: RetryBudget
+    /// Request bodies up to this many bytes are kept for replay; longer ones are not retried
+    /// once their first byte was sent.
+    public var maxReplayBody: Int64
+
+    public init(attempts: Int, on: Set<RetryCondition>, retriableStatusCodes: [Int], perTryTimeout: Duration,
+                backoff: RetryBackoff, budget: RetryBudget, maxReplayBody: Int64) {
+        self.attempts = attempts
+        self.on = on
+        self.retriableStatusCodes = retriableStatusCodes
+        self.perTryTimeout = perTryTimeout
+        self.backoff = backoff
+        self.budget = budget
+        self.maxReplayBody = maxReplayBody
+    }
+
+    /// SPEC §7: without `retry`, one more try on connect failure only.
+    public static let `default` = RetryPolicy(
+        attempts: 2, on: [.connectFailure], retriableStatusCodes: [], perTryTimeout: .zero,
+        backoff: RetryBackoff(base: .milliseconds(25), max: .milliseconds(250)),
+        budget: RetryBudget(ratio: 0.2, minPerSecond: 10), maxReplayBody: 64 * 1024)
 }
 
 public struct ListenerConfig: Sendable, Equatable {
@@ -101,7 +158,58 @@ public struct ListenerConfig: Sendable, Equatable {
 }
 
 public enum ClusterProtocol: String, Sendable { case http1, h2c, h2 }
-public enum LoadBalancingPolicy: String, Sendable { case roundRobin = "round_robin" }
+public enum LoadBalancingPolicy: String, Sendable, CaseIterable {
+    case roundRobin = "round_robin"
+    case leastRequest = "least_request"
+    case random
+    case ringHash = "ring_hash"
+    case maglev
+}
+
+/// What `ring_hash` and `maglev` hash to pick an endpoint.
+public enum HashKey: Sendable, Equatable {
+    case header(String)      // lower-case name
+    case cookie(String)
+    case clientIP
+}
+
+public struct LoadBalancingConfig: Sendable, Equatable {
+    public var policy: LoadBalancingPolicy
+    /// Required for `ring_hash` and `maglev`, refused for the others.
+    public var key: HashKey?
+    public init(policy: LoadBalancingPolicy, key: HashKey? = nil) { self.policy = policy; self.key = key }
+}
+
+public struct HealthCheckConfig: Sendable, Equatable {
+    public var path: String              // starts with "/"
+    public var interval: Duration
+    public var timeout: Duration
+    public var healthyThreshold: Int
+    public var unhealthyThreshold: Int
+    public init(path: String, interval: Duration, timeout: Duration, healthyThreshold: Int, unhealthyThreshold: Int) {
+        self.path = path; self.interval = interval; self.timeout = timeout
+        self.healthyThreshold = healthyThreshold; self.unhealthyThreshold = unhealthyThreshold
+    }
+}
+
+public struct OutlierDetectionConfig: Sendable, Equatable {
+    public var consecutiveFailures: Int
+    public var baseEjection: Duration
+    public var maxEjectedPercent: Int    // 0...100
+    public init(consecutiveFailures: Int, baseEjection: Duration, maxEjectedPercent: Int) {
+        self.consecutiveFailures = consecutiveFailures; self.baseEjection = baseEjection
+        self.maxEjectedPercent = maxEjectedPercent
+    }
+}
+
+public struct CircuitBreakerConfig: Sendable, Equatable {
+    public var maxConnections: Int
+    public var maxPending: Int
+    public var maxRequests: Int
+    public init(maxConnections: Int, maxPending: Int, maxRequests: Int) {
+        self.maxConnections = maxConnections; self.maxPending = maxPending; self.maxRequests = maxRequests
+    }
+}
 
 public struct PoolConfig: Sendable, Equatable {
     public var maxIdlePerEndpoint: Int
@@ -113,9 +221,13 @@ public struct ClusterConfig: Sendable, Equatable {
     public var endpoints: [ConfigAddress]
     public var dnsRefresh: Duration
     public var `protocol`: ClusterProtocol
-    public var lbPolicy: LoadBalancingPolicy
+    public var lb: LoadBalancingConfig
     public var connectTimeout: Duration
     public var pool: PoolConfig
+    public var healthCheck: HealthCheckConfig?
+    public var outlierDetection: OutlierDetectionConfig?
+    /// Always present: Envoy's defaults (1024 each) when the cluster has none.
+    public var circuitBreaker: CircuitBreakerConfig
 }
 
 public struct OutriderConfiguration: Sendable, Equatable {

@@ -214,7 +214,7 @@ enum ConfigTree {
             ("endpoints", .list(cluster.endpoints.map { .text($0.description) })),
             ("dns_refresh", duration(cluster.dnsRefresh)),
             ("protocol", .notation(cluster.protocol.rawValue)),
-            ("lb", .mapping([("policy", .notation(cluster.lbPolicy.rawValue))])),
+            ("lb", .mapping([("policy", .notation(cluster.lb.policy.rawValue))])),
             ("connect_timeout", duration(cluster.connectTimeout)),
             ("pool", .mapping([
                 ("max_idle_per_endpoint", .number(cluster.pool.maxIdlePerEndpoint)),

@@ -39,7 +39,7 @@ import Testing
         #expect(cluster.endpoints == [ConfigAddress(host: "127.0.0.1", port: 8_080)])
         #expect(cluster.dnsRefresh == .seconds(5))
         #expect(cluster.protocol == .http1)
-        #expect(cluster.lbPolicy == .roundRobin)
+        #expect(cluster.lb.policy == .roundRobin)
         #expect(cluster.connectTimeout == .seconds(1))
         #expect(cluster.pool == PoolConfig(maxIdlePerEndpoint: 64, idleTimeout: .seconds(60)))
         #expect(config.cluster(named: "app") == cluster)

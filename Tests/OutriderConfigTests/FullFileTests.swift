@@ -99,9 +99,12 @@ func fullFileExpectation() -> OutriderConfiguration {
                             ConfigAddress(host: "fd00::1", port: 81)],
                 dnsRefresh: .seconds(30),
                 protocol: .http1,
-                lbPolicy: .roundRobin,
+                lb: LoadBalancingConfig(policy: .roundRobin),
                 connectTimeout: .milliseconds(250),
-                pool: PoolConfig(maxIdlePerEndpoint: 0, idleTimeout: .seconds(3_600))
+                pool: PoolConfig(maxIdlePerEndpoint: 0, idleTimeout: .seconds(3_600)),
+                healthCheck: nil,
+                outlierDetection: nil,
+                circuitBreaker: Defaults.circuitBreaker
             ),
             Defaults.cluster,
         ]
