@@ -217,6 +217,19 @@ public enum Sys {
 
     // MARK: time and process facts
 
+    /// Waits on `condition` (with `mutex` held) for at most `nanoseconds`; a signal or a
+    /// spurious wake-up returns early, so callers re-check their predicate.
+    public static func conditionWait(_ condition: UnsafeMutablePointer<pthread_cond_t>,
+                                     _ mutex: UnsafeMutablePointer<pthread_mutex_t>, nanoseconds: Int64) {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        let wait = max(0, nanoseconds)
+        let total = Int64(deadline.tv_nsec) + wait % 1_000_000_000
+        deadline.tv_sec += Int(wait / 1_000_000_000) + Int(total / 1_000_000_000)
+        deadline.tv_nsec = Int(total % 1_000_000_000)
+        pthread_cond_timedwait(condition, mutex, &deadline)
+    }
+
     @inline(__always)
     public static func monotonicNanoseconds() -> Int64 {
         var spec = timespec()

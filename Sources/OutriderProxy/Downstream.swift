@@ -1,4 +1,5 @@
 import Glibc
+import OutriderBalancing
 import OutriderConfig
 import OutriderCore
 import OutriderFilters
@@ -16,6 +17,8 @@ final class DownstreamConnection: SocketConnection {
         case filtering
         /// Routed; waiting for the upstream connection.
         case connecting
+        /// Routed; a try failed and the next waits for its backoff (SPEC §7).
+        case retryWait
         /// Request going up, response coming back.
         case forwarding
         /// Bytes both ways after a 101 or a CONNECT 2xx.
@@ -56,6 +59,25 @@ final class DownstreamConnection: SocketConnection {
     private var responseDeadline: Int64 = 0
     private var attempts = 0
     private var firstEndpointIndex = -1
+    /// Positions (in the cluster) of the endpoints tried so far, for the first 64.
+    private var triedPositions: UInt64 = 0
+    /// What ring_hash and maglev pick by, computed once per request.
+    private var balancingHashValue: UInt64 = 0
+    /// The request body as sent upstream (re-framed), kept for a retry while it fits in
+    /// `max_replay_body`.
+    private var replay: ByteBuffer?
+    private var replayable = false
+    /// End of the current try (`per_try_timeout`); 0 = none.
+    private var tryDeadline: Int64 = 0
+    private var retryAt: Int64 = 0
+    /// The pooled connection the app had closed while idle was tried again once already.
+    private var staleRetried = false
+    /// Held in the cluster's circuit-breaker counts and this worker's in-flight counts.
+    private var countedClusterRequest = false
+    private var countedPending = false
+    private var activeEndpoint = -1
+    /// Tells a queued retry whether it still belongs to the exchange that asked for it.
+    private(set) var exchangeSerial: UInt64 = 0
     private var bytesOut: Int64 = 0
     private var errorReason: LocalReplyReason?
     private var exchangeActive = false
@@ -165,12 +187,23 @@ final class DownstreamConnection: SocketConnection {
         case .filtering:
             // Work off the loop took longer than the route allows.
             sendLocalReply(.authUnavailable, close: true)
+        case .retryWait:
+            if responseDeadline != 0 && now >= responseDeadline {
+                sendLocalReply(.upstreamTimeout, close: !requestBody.isDone)
+            } else if now >= retryAt {
+                dispatch()
+            } else {
+                armDeadline()
+            }
         case .connecting, .forwarding:
             if !responseStarted && responseDeadline != 0 && now >= responseDeadline {
                 abortUpstream()
                 sendLocalReply(.upstreamTimeout, close: !requestBody.isDone)
-            } else if !responseStarted && responseDeadline != 0 {
-                worker.loop.setDeadline(self, responseDeadline)
+            } else if !responseStarted && tryDeadline != 0 && now >= tryDeadline {
+                tryTimedOut()
+            } else if !responseStarted && (responseDeadline != 0 || tryDeadline != 0) {
+                let due = responseDeadline == 0 ? tryDeadline : (tryDeadline == 0 ? responseDeadline : min(responseDeadline, tryDeadline))
+                worker.loop.setDeadline(self, due)
             } else {
                 // No progress for `idle` while streaming: give up on both sides.
                 errorReason = errorReason ?? .upstreamTimeout
@@ -265,7 +298,7 @@ final class DownstreamConnection: SocketConnection {
                     close()
                     return
                 }
-            case .connecting, .filtering:
+            case .connecting, .filtering, .retryWait:
                 return
             case .forwarding:
                 guard !requestBody.isDone else {
@@ -466,7 +499,50 @@ final class DownstreamConnection: SocketConnection {
         if route.timeout > 0 {
             responseDeadline = worker.loop.now + route.timeout
         }
-        dispatch(avoiding: -1)
+        let cluster = route.cluster
+        if let key = cluster.policy.hashKey { balancingHashValue = balancingHash(key, base: base, table: table) }
+        let shared = worker.runtime.shared
+        if shared.load(cluster: cluster.index, .activeRequests) >= cluster.policy.maxRequests {
+            sendLocalReply(.overflow, close: pendingFraming != .none)
+            return
+        }
+        shared.add(cluster: cluster.index, .activeRequests, 1)
+        countedClusterRequest = true
+        let retry = route.retry
+        worker.retryBudgets[route.metricsIndex].recordRequest(now: worker.loop.now)
+        // Only a try that may be repeated after its body went out needs the body kept.
+        replayable = pendingFraming != .none && requestMethod.isIdempotent && retry.attempts > 1 && retry.maxReplayBody > 0
+            && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
+                || retry.perTryTimeout > 0)
+        dispatch()
+    }
+
+    /// ring_hash / maglev: the hash of the configured key; a request without the key gets a
+    /// random one (it goes anywhere, as in Envoy).
+    private func balancingHash(_ key: CompiledHashKey, base: UnsafePointer<UInt8>, table: HeaderTable) -> UInt64 {
+        switch key {
+        case .clientIP:
+            let scratch = worker.hashScratch
+            scratch.clear()
+            peer.appendIP(to: scratch)
+            return OutriderBalancing.balancingHash(scratch.readPointer, scratch.readableBytes)
+        case .header(let name):
+            for index in 0..<table.count {
+                let entry = table[index]
+                if name.equalsIgnoringCase(base + Int(entry.nameStart), count: Int(entry.nameLength)) {
+                    return OutriderBalancing.balancingHash(base + Int(entry.valueStart), Int(entry.valueLength))
+                }
+            }
+        case .cookie(let name):
+            for index in 0..<table.count {
+                let entry = table[index]
+                guard equalsLowercase(base + Int(entry.nameStart), Int(entry.nameLength), "cookie") else { continue }
+                if let value = cookieValue(named: name, in: base + Int(entry.valueStart), Int(entry.valueLength)) {
+                    return OutriderBalancing.balancingHash(value.pointer, value.count)
+                }
+            }
+        }
+        return worker.random.next()
     }
 
     // MARK: filters
@@ -543,42 +619,138 @@ final class DownstreamConnection: SocketConnection {
         context.serial &+= 1
     }
 
-    /// Picks an endpoint (round robin, skipping `avoiding` when another exists) and hands the
+    /// Picks an endpoint with the cluster's policy (preferring one not tried yet) and hands the
     /// request to a pooled or new upstream connection.
-    private func dispatch(avoiding: Int) {
-        guard let route else { return }
+    private func dispatch() {
+        guard let route, let requestHead else { return }
         let cluster = route.cluster
-        let count = cluster.endpoints.count
-        var choice = worker.roundRobin[cluster.index] % count
-        worker.roundRobin[cluster.index] &+= 1
-        if count > 1 && cluster.endpoints[choice].index == avoiding { choice = (choice + 1) % count }
-        let chosen = cluster.endpoints[choice]
+        let now = worker.loop.now
+        let shared = worker.runtime.shared
+        let snapshot = worker.snapshots[cluster.index]
+        snapshot.refreshIfNeeded(shared, now: now)
+        let chosen = snapshot.pick(hash: balancingHashValue, tried: triedPositions, random: &worker.random,
+                                   activeRequests: worker.activeRequests)
+        if chosen.position < 64 { triedPositions |= 1 << UInt64(chosen.position) }
         endpoint = chosen
         attempts += 1
         if firstEndpointIndex < 0 { firstEndpointIndex = chosen.index }
-        upstreamStartedAt = worker.loop.now
+        upstreamStartedAt = now
+        tryDeadline = route.retry.perTryTimeout > 0 ? now + route.retry.perTryTimeout : 0
         phase = .connecting
+        worker.activeRequests[chosen.index] += 1
+        activeEndpoint = chosen.index
         armDeadline()
 
         if let pooled = worker.takeIdleUpstream(chosen) {
             upstream = pooled
             pooled.attach(self, cluster: cluster, reused: true)
-            pooled.sendRequest(requestHead!)
+            pooled.sendRequest(requestHead)
+            sendReplay(to: pooled)
             upstreamConnected()
             return
         }
+        if shared.load(cluster: cluster.index, .connections) >= cluster.policy.maxConnections
+            || shared.load(cluster: cluster.index, .pendingRequests) >= cluster.policy.maxPending {
+            endTry()
+            sendLocalReply(.overflow, close: !requestBody.isDone)
+            return
+        }
+        shared.add(cluster: cluster.index, .pendingRequests, 1)
+        countedPending = true
         let connection = worker.makeUpstream()
         upstream = connection
         connection.attach(self, cluster: cluster, reused: false)
-        if !connection.connect(to: chosen, requestHead: requestHead!) {
+        if !connection.connect(to: chosen, requestHead: requestHead) {
             // Failed synchronously; `upstreamFailed` already ran.
             return
         }
+        sendReplay(to: connection)
+    }
+
+    /// A retry re-sends what of the body the failed try had sent.
+    private func sendReplay(to connection: UpstreamConnection) {
+        guard let replay, replay.readableBytes > 0 else { return }
+        connection.output().append(from: replay, offset: replay.readerIndex, count: replay.readableBytes)
+        worker.queueFlush(connection)
+    }
+
+    /// The try on `activeEndpoint` is over: its in-flight and pending counts are given back.
+    private func endTry() {
+        if activeEndpoint >= 0 {
+            worker.activeRequests[activeEndpoint] -= 1
+            activeEndpoint = -1
+        }
+        if countedPending, let route {
+            countedPending = false
+            worker.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
+        }
+    }
+
+    /// Whether one more try is allowed (SPEC §7): tries left, the body replayable, a
+    /// non-idempotent request only when nothing was sent, and the retry budget not spent.
+    private func mayRetry(afterSending: Bool) -> Bool {
+        guard let route, requestHead != nil, exchangeActive, !responseStarted else { return false }
+        let retry = route.retry
+        if attempts - (staleRetried ? 1 : 0) >= retry.attempts { return false }
+        if afterSending && !requestMethod.isIdempotent { return false }
+        if requestBody.transferred > 0 || (afterSending && requestBody.input != .none) {
+            guard replayable, let replay, let head = requestHead,
+                  head.readableBytes + replay.readableBytes + 16 * 1024 <= worker.buffers.bufferCapacity else {
+                return requestBody.transferred == 0 && !afterSending
+            }
+        }
+        if !worker.retryBudgets[route.metricsIndex].tryAcquireRetry(now: worker.loop.now) {
+            let metrics = worker.metrics
+            metrics.add(metrics.layout.retryBudgetExhausted + route.cluster.index)
+            return false
+        }
+        return true
+    }
+
+    /// Waits the backoff (full jitter), then tries again; a zero wait runs at the end of this
+    /// loop iteration, outside the failing connection's call stack.
+    private func scheduleRetry(_ reason: RetryReason, backoff: Bool = true) {
+        guard let route else { return }
+        let metrics = worker.metrics
+        metrics.add(metrics.layout.retries + route.cluster.index * MetricsLayout.retryReasons.count + reason.rawValue)
+        let retry = route.retry
+        let delay = backoff ? FullJitterBackoff.delay(retry: max(1, attempts), baseNanos: retry.backoffBase,
+                                                      maxNanos: retry.backoffMax, random: &worker.random) : 0
+        phase = .retryWait
+        retryAt = worker.loop.now + delay
+        if delay < 1_000_000 {
+            worker.queueRetry(self)
+        }
+        armDeadline()
+    }
+
+    /// Run by the worker for a zero-wait retry queued in this iteration.
+    func runQueuedRetry(serial: UInt64) {
+        guard serial == exchangeSerial, phase == .retryWait, exchangeActive else { return }
+        dispatch()
+    }
+
+    private func tryTimedOut() {
+        abortUpstream()
+        endTry()
+        if let route, let endpoint {
+            OutlierDetector.record(success: false, endpoint: endpoint, cluster: route.cluster,
+                                   shared: worker.runtime.shared, now: worker.loop.now)
+        }
+        if let route, route.retry.retriesTimeout, mayRetry(afterSending: true) {
+            scheduleRetry(.perTryTimeout)
+            return
+        }
+        sendLocalReply(.upstreamTimeout, close: !requestBody.isDone)
     }
 
     /// The upstream connection is established (or was pooled): send the body.
     func upstreamConnected() {
         guard phase == .connecting else { return }
+        if countedPending, let route {
+            countedPending = false
+            worker.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
+        }
         phase = .forwarding
         if expectContinue && !requestBody.isDone {
             // We answer the client's Expect ourselves once the upstream is there (as Envoy
@@ -606,7 +778,12 @@ final class DownstreamConnection: SocketConnection {
                 sendLocalReply(.bodyTooLarge, close: true)
                 return false
             }
-            if out.readableBytes != before { worker.queueFlush(upstream) } else { upstream.releaseOutputIfEmpty() }
+            if out.readableBytes != before {
+                if replayable { keepForReplay(out, count: out.readableBytes - before) }
+                worker.queueFlush(upstream)
+            } else {
+                upstream.releaseOutputIfEmpty()
+            }
             switch outcome {
             case .done:
                 releaseInputIfEmpty()
@@ -637,6 +814,19 @@ final class DownstreamConnection: SocketConnection {
                 }
             }
         }
+    }
+
+    /// Copies the body bytes just queued for the upstream (the last `count` of `out`); a body
+    /// past `max_replay_body` stops being replayable and its copy is dropped.
+    private func keepForReplay(_ out: ByteBuffer, count: Int) {
+        guard let route else { return }
+        if replay == nil { replay = worker.buffers.acquire() }
+        guard let replay, requestBody.transferred <= route.retry.maxReplayBody, count <= replay.writableBytes else {
+            replayable = false
+            if let replay { worker.buffers.release(replay); self.replay = nil }
+            return
+        }
+        replay.append(UnsafePointer(out.base + out.writerIndex - count), count: count)
     }
 
     /// The upstream drained some request bytes; continue the body.
@@ -671,8 +861,25 @@ final class DownstreamConnection: SocketConnection {
             source.consume(Int(response.headEnd) - source.readerIndex)
             return true
         }
+        if let route, let endpoint {
+            let isGatewayError = status == 502 || status == 503 || status == 504
+            OutlierDetector.record(success: !isGatewayError, endpoint: endpoint, cluster: route.cluster,
+                                   shared: worker.runtime.shared, now: worker.loop.now)
+            let retry = route.retry
+            if retry.retriesStatus(status), mayRetry(afterSending: true) {
+                // The answer is dropped with its connection; the client never sees it.
+                worker.metrics.recordUpstream(endpoint: endpoint.index, status: status)
+                abortUpstream()
+                endTry()
+                let reason: RetryReason = retry.onGatewayError && isGatewayError ? .gatewayError
+                    : (retry.onServerError && status >= 500 ? .serverError : .retriableStatusCode)
+                scheduleRetry(reason)
+                return true
+            }
+        }
         responseStarted = true
         responseStatus = status
+        tryDeadline = 0
         upstreamHeadersAt = worker.loop.now
         if let endpoint { worker.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
         responseDeadline = 0
@@ -815,6 +1022,15 @@ final class DownstreamConnection: SocketConnection {
         upstream = nil
         if let failed { failed.detach() }
         guard exchangeActive else { return }
+        endTry()
+        let metrics = worker.metrics
+        if connectFailure, let endpoint { metrics.add(metrics.layout.connectFailures + endpoint.index) }
+        // A pooled connection the app closed while idle says nothing about the endpoint.
+        let staleConnection = reusedConnection && !connectFailure && reason == .upstreamReset
+        if !staleConnection, let route, let endpoint {
+            OutlierDetector.record(success: false, endpoint: endpoint, cluster: route.cluster,
+                                   shared: worker.runtime.shared, now: worker.loop.now)
+        }
         if responseStarted {
             errorReason = reason
             if phase == .tunnel {
@@ -825,19 +1041,21 @@ final class DownstreamConnection: SocketConnection {
             }
             return
         }
-        // Default retry (SPEC §7): one more try on connect failure; a pooled connection that
-        // turned out closed by the app is tried once more on a fresh one when nothing of the
-        // body was sent.
-        let metrics = worker.metrics
-        if connectFailure, let endpoint { metrics.add(metrics.layout.connectFailures + endpoint.index) }
-        let nothingSent = requestBody.transferred == 0 && (requestBody.input == .none || connectFailure)
-        let canRetry = attempts < 2 && requestHead != nil && (connectFailure || (reusedConnection && nothingSent))
-        if canRetry {
-            if let route {
-                metrics.add(metrics.layout.retries + route.cluster.index * MetricsLayout.retryReasons.count + (connectFailure ? 0 : 1))
-            }
-            if let endpoint { dispatch(avoiding: connectFailure ? endpoint.index : -1) } else { dispatch(avoiding: -1) }
+        // The stale pooled-connection race (SPEC §3 core): tried once more on a fresh
+        // connection, whatever the policy, when nothing of the body is lost.
+        if staleConnection && !staleRetried && requestHead != nil
+            && (requestBody.transferred == 0 || (replayable && replay != nil)) {
+            staleRetried = true
+            scheduleRetry(.reset, backoff: false)
             return
+        }
+        if let route {
+            let retry = route.retry
+            let wanted = connectFailure ? retry.onConnectFailure : retry.onReset
+            if wanted && mayRetry(afterSending: !connectFailure) {
+                scheduleRetry(connectFailure ? .connectFailure : .reset)
+                return
+            }
         }
         sendLocalReply(reason, close: !requestBody.isDone)
     }
@@ -899,6 +1117,13 @@ final class DownstreamConnection: SocketConnection {
         responseDeadline = 0
         attempts = 0
         firstEndpointIndex = -1
+        triedPositions = 0
+        balancingHashValue = 0
+        replayable = false
+        tryDeadline = 0
+        retryAt = 0
+        staleRetried = false
+        exchangeSerial &+= 1
         bytesOut = 0
         errorReason = nil
         route = nil
@@ -970,6 +1195,12 @@ final class DownstreamConnection: SocketConnection {
             connection.exchangeFinished(reusable: reusableUpstream)
         }
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
+        if let buffer = replay { worker.buffers.release(buffer); replay = nil }
+        endTry()
+        if countedClusterRequest, let route {
+            countedClusterRequest = false
+            worker.runtime.shared.add(cluster: route.cluster.index, .activeRequests, UInt64.max)
+        }
         let metrics = worker.metrics
         let routeIndex = route?.metricsIndex ?? (metrics.layout.unroutedBase + (listener?.listener.index ?? 0))
         metrics.recordRequest(route: routeIndex, status: responseStatus, durationNanos: worker.loop.now - requestStartedAt)
@@ -1001,8 +1232,12 @@ final class DownstreamConnection: SocketConnection {
             let limit = route.map { $0.timeout > 0 ? $0.timeout : listenerRuntime.idleTimeout } ?? listenerRuntime.idleTimeout
             worker.loop.setDeadline(self, now + limit)
         case .connecting, .forwarding:
-            let idle = now + listenerRuntime.idleTimeout
-            worker.loop.setDeadline(self, responseDeadline != 0 ? min(responseDeadline, idle) : idle)
+            var due = now + listenerRuntime.idleTimeout
+            if responseDeadline != 0 { due = min(due, responseDeadline) }
+            if tryDeadline != 0 && !responseStarted { due = min(due, tryDeadline) }
+            worker.loop.setDeadline(self, due)
+        case .retryWait:
+            worker.loop.setDeadline(self, responseDeadline != 0 ? min(retryAt, responseDeadline) : retryAt)
         case .tunnel, .closingAfterFlush:
             worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout)
         case .closed:
@@ -1346,6 +1581,23 @@ final class DownstreamConnection: SocketConnection {
 private enum ChunkedPrescan { case acceptable, invalid, tooLarge }
 
 /// Runs a throw-away decoder over the buffered bytes without consuming them.
+/// The value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
+private func cookieValue(named name: ByteString, in value: UnsafePointer<UInt8>, _ count: Int) -> (pointer: UnsafePointer<UInt8>, count: Int)? {
+    var start = 0
+    while start < count {
+        while start < count && (value[start] == UInt8(ascii: " ") || value[start] == UInt8(ascii: "\t")) { start += 1 }
+        var end = start
+        while end < count && value[end] != UInt8(ascii: ";") { end += 1 }
+        var equals = start
+        while equals < end && value[equals] != UInt8(ascii: "=") { equals += 1 }
+        if equals < end && equals - start == name.count && name.equals(value + start, count: name.count) {
+            return (value + equals + 1, end - equals - 1)
+        }
+        start = end + 1
+    }
+    return nil
+}
+
 private func prescanChunkedBody(_ buffer: ByteBuffer, from start: Int, maxBody: Int64) -> ChunkedPrescan {
     let savedReader = buffer.readerIndex
     let savedWriter = buffer.writerIndex

@@ -114,13 +114,7 @@ final class JWKSFetcher: JWTKeySource, @unchecked Sendable {
                 let now = Sys.monotonicNanoseconds()
                 let due = refreshWanted ? lastFetchAt + minRefreshNanos : lastFetchAt + interval
                 if now >= due { break }
-                var deadline = timespec()
-                clock_gettime(CLOCK_REALTIME, &deadline)
-                let wait = due - now
-                let total = Int64(deadline.tv_nsec) + wait % 1_000_000_000
-                deadline.tv_sec += Int(wait / 1_000_000_000) + Int(total / 1_000_000_000)
-                deadline.tv_nsec = Int(total % 1_000_000_000)
-                pthread_cond_timedwait(&wake, &lock, &deadline)
+                Sys.conditionWait(&wake, &lock, nanoseconds: due - now)
             }
             let stop = stopping
             pthread_mutex_unlock(&lock)

@@ -12,7 +12,7 @@ final class MetricsLayout: @unchecked Sendable {
     static let durationBoundsMicros: [Int64] = durationBounds.map { Int64($0 * 1_000_000) }
     static let authMethods = ["none", "api_key", "basic", "jwt", "external"]
     static let authReasons = ["missing_credentials", "invalid_credentials", "denied", "unavailable", "overloaded"]
-    static let retryReasons = ["connect_failure", "reset"]
+    static let retryReasons = RetryReason.allCases.map(\.label)
 
     let listenerNames: [String]
     /// Routes in a flat list: (listener index, route name, cluster name).
@@ -30,6 +30,7 @@ final class MetricsLayout: @unchecked Sendable {
     let upstreamRequests: Int    // [endpoint][code]
     let connectFailures: Int     // [endpoint]
     let retries: Int             // [cluster][reason]
+    let retryBudgetExhausted: Int // [cluster]
     let authDenied: Int          // [method][reason]
     let rateLimited: Int         // [route]
     let upstreamActive: Int      // [endpoint] gauge
@@ -61,6 +62,7 @@ final class MetricsLayout: @unchecked Sendable {
         upstreamRequests = take(endpoints.count * Self.codes)
         connectFailures = take(endpoints.count)
         retries = take(clusterNames.count * Self.retryReasons.count)
+        retryBudgetExhausted = take(clusterNames.count)
         authDenied = take(Self.authMethods.count * Self.authReasons.count)
         rateLimited = take(routes.count)
         upstreamActive = take(endpoints.count)
@@ -81,6 +83,22 @@ final class MetricsLayout: @unchecked Sendable {
 
     private static func equals(_ lhs: StaticString, _ rhs: String) -> Bool {
         String(decoding: UnsafeBufferPointer(start: lhs.utf8Start, count: lhs.utf8CodeUnitCount), as: UTF8.self) == rhs
+    }
+}
+
+/// The `reason` label of `outrider_retries_total`: the `retry.on` condition that fired.
+enum RetryReason: Int, CaseIterable {
+    case connectFailure, reset, gatewayError, serverError, retriableStatusCode, perTryTimeout
+
+    var label: String {
+        switch self {
+        case .connectFailure: return "connect_failure"
+        case .reset: return "reset"
+        case .gatewayError: return "gateway_error"
+        case .serverError: return "5xx"
+        case .retriableStatusCode: return "retriable_status_codes"
+        case .perTryTimeout: return "per_try_timeout"
+        }
     }
 }
 
@@ -125,7 +143,8 @@ final class WorkerMetrics: @unchecked Sendable {
 
 /// Renders the Prometheus text format (0.0.4) from every worker's counters.
 enum MetricsRenderer {
-    static func render(_ workers: [WorkerMetrics], version: String, reloadsOK: UInt64, reloadsError: UInt64) -> String {
+    static func render(_ workers: [WorkerMetrics], version: String, reloadsOK: UInt64, reloadsError: UInt64,
+                       endpointHealthy: (Int) -> Bool = { _ in true }) -> String {
         guard let layout = workers.first?.layout else { return "" }
         func sum(_ index: Int) -> UInt64 { workers.reduce(0) { $0 &+ $1.load(index) } }
         var out = ""
@@ -204,8 +223,8 @@ enum MetricsRenderer {
             }
         }
         family("outrider_retry_budget_exhausted_total", "counter", "Retries not made because the retry budget was spent.")
-        for cluster in layout.clusterNames {
-            out += "outrider_retry_budget_exhausted_total{cluster=\(label(cluster))} 0\n"
+        for (clusterIndex, cluster) in layout.clusterNames.enumerated() {
+            out += "outrider_retry_budget_exhausted_total{cluster=\(label(cluster))} \(sum(layout.retryBudgetExhausted + clusterIndex))\n"
         }
         family("outrider_auth_denied_total", "counter", "Requests refused by an auth filter.")
         for (methodIndex, method) in MetricsLayout.authMethods.enumerated() {
@@ -220,8 +239,8 @@ enum MetricsRenderer {
             out += "outrider_rate_limited_total{route=\(label(route.name))} \(sum(layout.rateLimited + routeIndex))\n"
         }
         family("outrider_endpoint_healthy", "gauge", "1 when the endpoint takes traffic.")
-        for endpoint in layout.endpoints {
-            out += "outrider_endpoint_healthy{cluster=\(label(endpoint.cluster)),endpoint=\(label(endpoint.label))} 1\n"
+        for (endpointIndex, endpoint) in layout.endpoints.enumerated() {
+            out += "outrider_endpoint_healthy{cluster=\(label(endpoint.cluster)),endpoint=\(label(endpoint.label))} \(endpointHealthy(endpointIndex) ? 1 : 0)\n"
         }
         family("outrider_config_reloads_total", "counter", "Configuration reloads.")
         out += "outrider_config_reloads_total{result=\"ok\"} \(reloadsOK)\n"

@@ -53,7 +53,7 @@ public final class ProxyServer: @unchecked Sendable {
             throw .system(error.description)
         }
         offLoopPool = OffLoopPool(threadCount: 2)
-        for endpoint in runtime.endpoints where endpoint.address == nil {
+        for endpoint in runtime.endpoints where endpoint.currentAddresses().isEmpty {
             OperationalLog.warning("endpoint did not resolve", ["endpoint": endpoint.labelString, "error": endpoint.resolutionError ?? ""])
         }
 
@@ -129,7 +129,12 @@ public final class ProxyServer: @unchecked Sendable {
         do {
             admin = try AdminServer(address: config.admin.address, hooks: AdminServer.Hooks(
                 isReady: { [unowned self] in !isDraining },
-                metrics: { MetricsRenderer.render(metricsOfWorkers, version: OutriderVersion.current, reloadsOK: 0, reloadsError: 0) },
+                metrics: {
+                    let shared = runtime.shared
+                    let now = Sys.monotonicNanoseconds()
+                    return MetricsRenderer.render(metricsOfWorkers, version: OutriderVersion.current, reloadsOK: 0, reloadsError: 0,
+                                                  endpointHealthy: { shared.isHealthy($0) && !shared.isEjected($0, now: now) })
+                },
                 config: { config.renderJSON() },
                 clusters: { Self.clustersJSON(runtime, metricsOfWorkers) },
                 drain: { [unowned self] in requestDrain(delay: config.drain.delay, reason: "POST /drain") }))
@@ -139,6 +144,7 @@ public final class ProxyServer: @unchecked Sendable {
     }
 
     private let metricsLayout: MetricsLayout
+    private lazy var dnsRefresher = DNSRefresher(runtime: runtime)
     private var admin: AdminServer?
     private var drainRequested = false
 
@@ -164,13 +170,16 @@ public final class ProxyServer: @unchecked Sendable {
     static func clustersJSON(_ runtime: ProxyRuntime, _ metrics: [WorkerMetrics]) -> String {
         guard let layout = metrics.first?.layout else { return "{\"clusters\":[]}" }
         func sum(_ index: Int) -> UInt64 { metrics.reduce(0) { $0 &+ $1.load(index) } }
+        let now = Sys.monotonicNanoseconds()
         var clusters: [String] = []
         for cluster in runtime.clusters {
             var endpoints: [String] = []
             for endpoint in cluster.endpoints {
                 let open = sum(layout.upstreamActive + endpoint.index)
                 let idle = sum(layout.upstreamIdle + endpoint.index)
-                endpoints.append("{\"address\":\(jsonQuoted(endpoint.labelString)),\"healthy\":true,\"ejected\":false,"
+                let healthy = runtime.shared.isHealthy(endpoint.index)
+                let ejected = runtime.shared.isEjected(endpoint.index, now: now)
+                endpoints.append("{\"address\":\(jsonQuoted(endpoint.labelString)),\"healthy\":\(healthy),\"ejected\":\(ejected),"
                                  + "\"active_connections\":\(open &- min(open, idle)),\"idle_connections\":\(idle),"
                                  + "\"requests\":\(sum(layout.endpointRequests + endpoint.index))}")
             }
@@ -192,6 +201,7 @@ public final class ProxyServer: @unchecked Sendable {
     public func run() -> Int32 {
         for fetcher in runtime.jwksFetchers { fetcher.start() }
         do {
+            try dnsRefresher.start()
             try accessLogSink?.start()
             for worker in workers {
                 threads.append(try OSThread.start(name: "outrider-w\(worker.id)") { worker.run() })
@@ -230,6 +240,7 @@ public final class ProxyServer: @unchecked Sendable {
         admin?.stop()
         offLoopPool.stop()
         for fetcher in runtime.jwksFetchers { fetcher.stop() }
+        dnsRefresher.stop()
         accessLogSink?.stop()
         OperationalLog.info("stopped")
         return 0

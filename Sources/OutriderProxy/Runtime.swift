@@ -1,3 +1,5 @@
+import Glibc
+import OutriderBalancing
 import OutriderConfig
 import OutriderCore
 import OutriderFilters
@@ -13,17 +15,21 @@ final class ProxyRuntime: @unchecked Sendable {
     let endpoints: [EndpointRuntime]
     let maxHeaders: Int
     let maxHeaderBytes: Int
+    /// Health, ejections and circuit-breaker counts, shared by the workers.
+    let shared: SharedUpstreamState
+    let workerCount: Int
     /// Background key fetchers of `jwks_uri` filters; started and stopped with the server.
     let jwksFetchers: [JWKSFetcher]
 
     init(config: OutriderConfiguration, workerCount: Int) throws(FilterFactory.BuildError) {
         self.config = config
+        self.workerCount = workerCount
         var endpoints: [EndpointRuntime] = []
         var clusters: [ClusterRuntime] = []
         for (clusterIndex, cluster) in config.clusters.enumerated() {
             var members: [EndpointRuntime] = []
-            for address in cluster.endpoints {
-                let endpoint = EndpointRuntime(index: endpoints.count, address: address)
+            for (position, address) in cluster.endpoints.enumerated() {
+                let endpoint = EndpointRuntime(index: endpoints.count, position: position, address: address)
                 endpoints.append(endpoint)
                 members.append(endpoint)
             }
@@ -31,6 +37,7 @@ final class ProxyRuntime: @unchecked Sendable {
         }
         self.clusters = clusters
         self.endpoints = endpoints
+        shared = SharedUpstreamState(endpointCount: endpoints.count, clusterCount: clusters.count)
         let build = FilterBuildContext()
         var listeners: [ListenerRuntime] = []
         for (index, listener) in config.listeners.enumerated() {
@@ -53,26 +60,119 @@ final class ProxyRuntime: @unchecked Sendable {
 
 final class EndpointRuntime: @unchecked Sendable {
     let index: Int
+    /// Place in its cluster's endpoint list.
+    let position: Int
     let label: ByteString
     let labelString: String
-    /// Resolved once at start-up; nil when the name did not resolve (requests then fail as
-    /// connect failures, and the reason is logged).
-    let address: SocketAddress?
-    let resolutionError: String?
+    let host: String
+    let port: UInt16
+    /// A name (not an IP literal): re-resolved every `dns_refresh` off the loops.
+    let isDNSName: Bool
+    /// Stable identity for the hashing policies: the same endpoint keeps its keys.
+    let hashIdentity: UInt64
+    private var lock = pthread_mutex_t()
+    private var addresses: [SocketAddress]
+    private var lastResolutionError: String?
 
-    init(index: Int, address: ConfigAddress) {
+    init(index: Int, position: Int, address: ConfigAddress) {
         self.index = index
+        self.position = position
         labelString = address.description
         label = ByteString(labelString)
-        do {
-            let resolved = try SocketAddress.resolve(host: address.host, port: address.port)
-            self.address = resolved.first
-            resolutionError = resolved.isEmpty ? "no addresses" : nil
-        } catch {
-            self.address = nil
-            resolutionError = error.description
+        host = address.host
+        port = address.port
+        hashIdentity = labelString.utf8CString.withUnsafeBufferPointer { pointer in
+            pointer.baseAddress!.withMemoryRebound(to: UInt8.self, capacity: pointer.count) {
+                balancingHash($0, pointer.count - 1)
+            }
+        }
+        pthread_mutex_init(&lock, nil)
+        if let literal = SocketAddress.literal(host: address.host, port: address.port) {
+            isDNSName = false
+            addresses = [literal]
+        } else {
+            isDNSName = true
+            do {
+                addresses = try SocketAddress.resolve(host: address.host, port: address.port)
+                lastResolutionError = addresses.isEmpty ? "no addresses" : nil
+            } catch {
+                addresses = []
+                lastResolutionError = error.description
+            }
         }
     }
+
+    /// The addresses connections go to (a DNS name may have several: A and AAAA).
+    func currentAddresses() -> [SocketAddress] {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return addresses
+    }
+
+    var resolutionError: String? {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return lastResolutionError
+    }
+
+    /// A fresh DNS answer; true when the set of addresses changed. A failed resolution keeps
+    /// the last good answer.
+    func update(resolved: [SocketAddress]?, error: String?) -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        lastResolutionError = error
+        guard let resolved, !resolved.isEmpty else { return false }
+        let old = Set(addresses.map(\.description))
+        let new = Set(resolved.map(\.description))
+        guard old != new else { return false }
+        addresses = resolved
+        return true
+    }
+}
+
+/// What a route's `retry` means on the data path.
+struct RetryRuntime {
+    let attempts: Int
+    let onConnectFailure: Bool
+    let onRefusedStream: Bool
+    let onReset: Bool
+    let onGatewayError: Bool
+    let onServerError: Bool
+    let retriableStatusCodes: [Int]
+    let perTryTimeout: Int64
+    let backoffBase: Int64
+    let backoffMax: Int64
+    let budgetRatio: Double
+    let budgetMinPerSecond: Double
+    let maxReplayBody: Int64
+
+    init(_ policy: RetryPolicy) {
+        attempts = policy.attempts
+        onConnectFailure = policy.on.contains(.connectFailure)
+        onRefusedStream = policy.on.contains(.refusedStream)
+        onReset = policy.on.contains(.reset)
+        onGatewayError = policy.on.contains(.gatewayError)
+        onServerError = policy.on.contains(.serverError)
+        retriableStatusCodes = policy.on.contains(.retriableStatusCodes) ? policy.retriableStatusCodes : []
+        perTryTimeout = policy.perTryTimeout.nanoseconds
+        backoffBase = policy.backoff.base.nanoseconds
+        backoffMax = policy.backoff.max.nanoseconds
+        budgetRatio = policy.budget.ratio
+        budgetMinPerSecond = policy.budget.minPerSecond
+        maxReplayBody = policy.maxReplayBody
+    }
+
+    /// Whether an answer with this status may be tried again.
+    @inline(__always)
+    func retriesStatus(_ status: Int) -> Bool {
+        if onServerError && status >= 500 && status < 600 { return true }
+        if onGatewayError && (status == 502 || status == 503 || status == 504) { return true }
+        for code in retriableStatusCodes where code == status { return true }
+        return false
+    }
+
+    /// A try that timed out counts as a gateway error (Envoy's per-try timeout is a 504).
+    var retriesTimeout: Bool { onGatewayError || onServerError || onReset }
 }
 
 final class ClusterRuntime: @unchecked Sendable {
@@ -82,11 +182,17 @@ final class ClusterRuntime: @unchecked Sendable {
     let connectTimeout: Int64
     let maxIdlePerEndpoint: Int
     let poolIdleTimeout: Int64
+    let policy: ClusterPolicy
+    let healthCheck: HealthCheckConfig?
+    let dnsRefresh: Int64
 
     init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime]) {
         self.index = index
         name = ByteString(config.name)
         self.endpoints = endpoints
+        policy = ClusterPolicy(config)
+        healthCheck = config.healthCheck
+        dnsRefresh = config.dnsRefresh.nanoseconds
         connectTimeout = config.connectTimeout.nanoseconds
         maxIdlePerEndpoint = config.pool.maxIdlePerEndpoint
         poolIdleTimeout = config.pool.idleTimeout.nanoseconds
@@ -110,6 +216,7 @@ final class RouteRuntime: @unchecked Sendable {
     let rewritePrefix: ByteString?
     let rewriteHost: ByteString?
     let cluster: ClusterRuntime
+    let retry: RetryRuntime
     /// The filter chain, in the order written (SPEC §2 `filters`).
     let filters: [any HTTPFilter]
     /// This route's place in the metrics layout (all listeners' routes in order).
@@ -132,6 +239,7 @@ final class RouteRuntime: @unchecked Sendable {
         rewritePrefix = config.rewrite?.pathPrefix.map { ByteString($0) }
         rewriteHost = config.rewrite?.host.map { ByteString($0) }
         self.cluster = cluster
+        retry = RetryRuntime(config.retry)
         var filters: [any HTTPFilter] = []
         for filter in config.filters { filters.append(try FilterFactory.build(filter, context: build)) }
         self.filters = filters

@@ -24,8 +24,11 @@ final class UpstreamConnection: SocketConnection {
     private var receivedAnyByte = false
     private var paused = false
     private var closeAfterFlush = false
-    /// Counted in the open-connections gauge of its endpoint.
+    /// Counted in the open-connections gauge of its endpoint (and its cluster's circuit breaker).
     private var countedOpen = false
+    /// The endpoint's DNS generation when this connected: a pooled connection to an address
+    /// DNS no longer returns is not reused.
+    private(set) var addressGeneration: UInt64 = 0
 
     var isReusable: Bool { fd >= 0 && state == .pooled && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0 }
 
@@ -54,7 +57,7 @@ final class UpstreamConnection: SocketConnection {
     /// at once (the downstream was told).
     func connect(to endpoint: EndpointRuntime, requestHead: ByteBuffer) -> Bool {
         endpointIndex = endpoint.index
-        guard let address = endpoint.address else {
+        guard let (address, generation) = worker.nextAddress(endpoint) else {
             fail(.upstreamConnect, connectFailure: true)
             return false
         }
@@ -81,7 +84,9 @@ final class UpstreamConnection: SocketConnection {
         }
         state = .connecting
         countedOpen = true
+        addressGeneration = generation
         worker.metrics.add(worker.metrics.layout.upstreamActive + endpoint.index)
+        if let cluster { worker.runtime.shared.add(cluster: cluster.index, .connections, 1) }
         output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
         worker.loop.setDeadline(self, worker.loop.now + (cluster?.connectTimeout ?? 1_000_000_000))
         return true
@@ -300,6 +305,7 @@ final class UpstreamConnection: SocketConnection {
         if countedOpen {
             countedOpen = false
             worker.metrics.subtract(worker.metrics.layout.upstreamActive + endpointIndex)
+            if let cluster { worker.runtime.shared.add(cluster: cluster.index, .connections, UInt64.max) }
         }
         state = .closed
         downstream = nil

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import OutriderBalancing
 import OutriderConfig
 import OutriderCore
 import OutriderFilters
@@ -27,16 +28,28 @@ final class Worker: @unchecked Sendable {
     private(set) var listeners: [ListenerHandler] = []
     /// Idle keep-alive upstream connections per endpoint index, most recent last.
     var idleUpstreams: [[UpstreamConnection]]
-    var roundRobin: [Int]
+    /// This worker's view of each cluster (by cluster index): who takes traffic, the balancer.
+    private(set) var snapshots: [ClusterSnapshot] = []
+    /// Requests this worker has in flight per endpoint index (least_request).
+    let activeRequests: UnsafeMutablePointer<Int>
+    /// Retry budgets per route (by the route's metrics index); each worker has its share.
+    var retryBudgets: [RetryBudgetWindow] = []
+    /// Each endpoint's addresses as this worker last read them, and where the rotation is.
+    private var addressCache: [(generation: UInt64, addresses: [SocketAddress], next: Int)]
     private var freeDownstreams: [DownstreamConnection] = []
     private var freeUpstreams: [UpstreamConnection] = []
     /// Connections with output to write at the end of this loop iteration.
     private var flushQueue: [SocketConnection] = []
+    /// Requests to try again at the end of this iteration (a retry without backoff).
+    private var retryQueue: [(connection: DownstreamConnection, serial: UInt64)] = []
+    /// Scratch for hashing a client address (ring_hash / maglev by client_ip).
+    let hashScratch = ByteBuffer(capacity: 64)
     /// Open client connections (swap-remove by each connection's `liveIndex`).
     private(set) var liveDownstreams: [DownstreamConnection] = []
     private(set) var draining = false
     private var drainDeadline: Int64 = 0
     private let ticker = WorkerTicker()
+    private var healthChecker: HealthChecker?
     private let onStopped: @Sendable (Int) -> Void
     private var stopped = false
 
@@ -62,8 +75,19 @@ final class Worker: @unchecked Sendable {
         accessLog = accessLogSink.map { AccessLogBatch(sink: $0) }
         self.accessLogFormat = accessLogFormat
         idleUpstreams = Array(repeating: [], count: runtime.endpoints.count)
-        roundRobin = Array(repeating: id, count: runtime.clusters.count)
+        activeRequests = .allocate(capacity: max(1, runtime.endpoints.count))
+        activeRequests.initialize(repeating: 0, count: max(1, runtime.endpoints.count))
+        addressCache = Array(repeating: (UInt64.max, [], id), count: runtime.endpoints.count)
+        snapshots = runtime.clusters.map { ClusterSnapshot(cluster: $0, workerID: id) }
+        let workerCount = max(1, runtime.workerCount)
+        for listener in runtime.listeners {
+            for route in listener.routes {
+                retryBudgets.append(RetryBudgetWindow(ratio: route.retry.budgetRatio,
+                                                      minPerSecond: route.retry.budgetMinPerSecond / Double(workerCount)))
+            }
+        }
         flushQueue.reserveCapacity(1024)
+        retryQueue.reserveCapacity(64)
         liveDownstreams.reserveCapacity(1024)
         freeDownstreams.reserveCapacity(1024)
         ticker.worker = self
@@ -79,6 +103,14 @@ final class Worker: @unchecked Sendable {
     }
 
     func run() {
+        // Worker 0 runs the health checks: non-blocking, next to its own traffic.
+        if id == 0 {
+            let checker = HealthChecker(worker: self)
+            if !checker.isEmpty {
+                healthChecker = checker
+                checker.start(loop)
+            }
+        }
         for listener in listeners { listener.acceptConnections() }
         loop.run()
         accessLog?.handOver()
@@ -140,7 +172,20 @@ final class Worker: @unchecked Sendable {
         flushQueue.append(connection)
     }
 
+    func queueRetry(_ connection: DownstreamConnection) {
+        retryQueue.append((connection, connection.exchangeSerial))
+    }
+
     private func endOfIteration() {
+        if !retryQueue.isEmpty {
+            var next = 0
+            while next < retryQueue.count {
+                let entry = retryQueue[next]
+                entry.connection.runQueuedRetry(serial: entry.serial)
+                next += 1
+            }
+            retryQueue.removeAll(keepingCapacity: true)
+        }
         var index = 0
         while index < flushQueue.count {
             let connection = flushQueue[index]
@@ -160,10 +205,28 @@ final class Worker: @unchecked Sendable {
     func takeIdleUpstream(_ endpoint: EndpointRuntime) -> UpstreamConnection? {
         while let connection = idleUpstreams[endpoint.index].popLast() {
             metrics.subtract(metrics.layout.upstreamIdle + endpoint.index)
-            if connection.isReusable { return connection }
+            if connection.isReusable && (!endpoint.isDNSName
+                || connection.addressGeneration == runtime.shared.load(endpoint.index, .addressGeneration)) {
+                return connection
+            }
             connection.close()
         }
         return nil
+    }
+
+    /// The next address of `endpoint` to connect to (rotating over a DNS name's answers), with
+    /// the DNS generation it belongs to; nil when the name never resolved.
+    func nextAddress(_ endpoint: EndpointRuntime) -> (SocketAddress, UInt64)? {
+        let generation = runtime.shared.load(endpoint.index, .addressGeneration)
+        if addressCache[endpoint.index].generation != generation {
+            addressCache[endpoint.index].addresses = endpoint.currentAddresses()
+            addressCache[endpoint.index].generation = generation
+        }
+        let addresses = addressCache[endpoint.index].addresses
+        guard !addresses.isEmpty else { return nil }
+        let next = addressCache[endpoint.index].next
+        addressCache[endpoint.index].next = next &+ 1
+        return (addresses[next % addresses.count], generation)
     }
 
     func returnToPool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {

@@ -1,0 +1,181 @@
+import Glibc
+import OutriderConfig
+import OutriderCore
+import OutriderFilters
+import OutriderPosix
+
+/// Active HTTP health checks (SPEC §2 `health_check`), run by worker 0 on its own loop with
+/// non-blocking connections: a `GET path` every `interval`, a failure when no 2xx arrives within
+/// `timeout`. `unhealthy_threshold` failures in a row take an endpoint out of every worker's
+/// snapshot; `healthy_threshold` successes bring it back. Endpoints start healthy, and the first
+/// round runs at start-up.
+final class HealthChecker {
+    private var probes: [HealthProbe] = []
+
+    init(worker: Worker) {
+        for cluster in worker.runtime.clusters {
+            guard let config = cluster.healthCheck else { continue }
+            for endpoint in cluster.endpoints {
+                probes.append(HealthProbe(worker: worker, cluster: cluster, endpoint: endpoint, config: config))
+            }
+        }
+    }
+
+    var isEmpty: Bool { probes.isEmpty }
+
+    func start(_ loop: EventLoop) {
+        for probe in probes {
+            loop.attach(probe)
+            loop.setDeadline(probe, loop.now + 1)
+        }
+    }
+}
+
+final class HealthProbe: LoopHandler {
+    unowned(unsafe) let worker: Worker
+    let cluster: ClusterRuntime
+    let endpoint: EndpointRuntime
+    private let interval: Int64
+    private let timeout: Int64
+    private let healthyThreshold: Int
+    private let unhealthyThreshold: Int
+    private let requestHead: [UInt8]
+    private var successes = 0
+    private var failures = 0
+    private var inFlight = false
+
+    init(worker: Worker, cluster: ClusterRuntime, endpoint: EndpointRuntime, config: HealthCheckConfig) {
+        self.worker = worker
+        self.cluster = cluster
+        self.endpoint = endpoint
+        interval = config.interval.nanoseconds
+        timeout = config.timeout.nanoseconds
+        healthyThreshold = config.healthyThreshold
+        unhealthyThreshold = config.unhealthyThreshold
+        requestHead = Array("GET \(config.path) HTTP/1.1\r\nhost: \(endpoint.labelString)\r\nuser-agent: outrider-health-check\r\nconnection: close\r\n\r\n".utf8)
+    }
+
+    override func deadlineReached(now: Int64) {
+        worker.loop.setDeadline(self, now + interval)
+        guard !inFlight else { return }
+        guard let (address, _) = worker.nextAddress(endpoint) else {
+            finished(healthy: false)
+            return
+        }
+        inFlight = true
+        let connection = SubrequestConnection(worker: worker)
+        connection.start(address: address, head: requestHead, deadline: now + timeout) { [unowned(unsafe) self] outcome in
+            if case .response(let response) = outcome, response.status >= 200, response.status < 300 {
+                self.finished(healthy: true)
+            } else {
+                self.finished(healthy: false)
+            }
+        }
+    }
+
+    private func finished(healthy: Bool) {
+        inFlight = false
+        let shared = worker.runtime.shared
+        let wasHealthy = shared.isHealthy(endpoint.index)
+        if healthy {
+            successes += 1
+            failures = 0
+            if !wasHealthy && successes >= healthyThreshold { flip(toHealthy: true) }
+        } else {
+            failures += 1
+            successes = 0
+            if wasHealthy && failures >= unhealthyThreshold { flip(toHealthy: false) }
+        }
+    }
+
+    private func flip(toHealthy: Bool) {
+        let shared = worker.runtime.shared
+        shared.store(endpoint.index, .unhealthy, toHealthy ? 0 : 1)
+        shared.bumpVersion(cluster: cluster.index)
+        OperationalLog.warning(toHealthy ? "endpoint healthy" : "endpoint unhealthy", [
+            "cluster": cluster.name.description, "endpoint": endpoint.labelString,
+        ])
+    }
+}
+
+/// Re-resolves endpoints given as DNS names every `dns_refresh` (A and AAAA, through
+/// getaddrinfo on its own thread: a slow resolver never stalls a loop). A changed answer bumps
+/// the endpoint's generation, so workers connect to the new addresses and drop pooled
+/// connections to the old; a failed resolution keeps the last good answer.
+final class DNSRefresher: @unchecked Sendable {
+    private let runtime: ProxyRuntime
+    private var stopping = false
+    private var lock = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var thread: OSThread?
+
+    init(runtime: ProxyRuntime) {
+        self.runtime = runtime
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    var hasWork: Bool { runtime.endpoints.contains { $0.isDNSName } }
+
+    func start() throws(SystemError) {
+        guard hasWork else { return }
+        thread = try OSThread.start(name: "outrider-dns") { [self] in run() }
+    }
+
+    func stop() {
+        pthread_mutex_lock(&lock)
+        stopping = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&lock)
+    }
+
+    private func run() {
+        var due: [Int64] = runtime.clusters.map { Sys.monotonicNanoseconds() + $0.dnsRefresh }
+        while true {
+            let now = Sys.monotonicNanoseconds()
+            for (index, cluster) in runtime.clusters.enumerated() where due[index] <= now {
+                due[index] = now + cluster.dnsRefresh
+                for endpoint in cluster.endpoints where endpoint.isDNSName {
+                    refresh(endpoint, cluster: cluster)
+                }
+            }
+            let next = due.min() ?? now + 5_000_000_000
+            if waitUntil(next) { return }
+        }
+    }
+
+    private func refresh(_ endpoint: EndpointRuntime, cluster: ClusterRuntime) {
+        let changed: Bool
+        do {
+            let resolved = try SocketAddress.resolve(host: endpoint.host, port: endpoint.port)
+            changed = endpoint.update(resolved: resolved, error: resolved.isEmpty ? "no addresses" : nil)
+        } catch {
+            if endpoint.resolutionError == nil {
+                OperationalLog.warning("dns resolution failed; keeping the last answer", [
+                    "endpoint": endpoint.labelString, "error": error.description,
+                ])
+            }
+            _ = endpoint.update(resolved: nil, error: error.description)
+            return
+        }
+        guard changed else { return }
+        runtime.shared.add(endpoint.index, .addressGeneration, 1)
+        runtime.shared.bumpVersion(cluster: cluster.index)
+        OperationalLog.info("dns answer changed", [
+            "endpoint": endpoint.labelString,
+            "addresses": endpoint.currentAddresses().map(\.description).joined(separator: " "),
+        ])
+    }
+
+    /// Sleeps until `deadline` (monotonic ns); true when asked to stop.
+    private func waitUntil(_ deadline: Int64) -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        while !stopping {
+            let now = Sys.monotonicNanoseconds()
+            if now >= deadline { return false }
+            Sys.conditionWait(&condition, &lock, nanoseconds: deadline - now)
+        }
+        return true
+    }
+}
