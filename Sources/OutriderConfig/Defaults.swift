@@ -25,6 +25,13 @@ enum Defaults {
     static let routeName = "default"
     static let match = RouteMatch(pathPrefix: "/", host: "*", methods: [], headers: [])
     static let routeTimeout = Duration.seconds(15)
+    /// What a written `retry` block starts from: `RetryPolicy.default` (one retry), but on the
+    /// conditions of the SPEC's example, which is what someone writing a retry block expects.
+    static let writtenRetry: RetryPolicy = {
+        var policy = RetryPolicy.default
+        policy.on = [.connectFailure, .refusedStream, .reset, .gatewayError]
+        return policy
+    }()
     static let clusterName = "app"
 
     static let endpoints = [ConfigAddress(host: "127.0.0.1", port: 8_080)]

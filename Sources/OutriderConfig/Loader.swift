@@ -113,12 +113,12 @@ struct ConfigurationBuilder {
     static let topLevelKeys = ["workers", "log_level", "admin", "access_log", "drain", "listeners", "clusters"]
     static let listenerKeys = ["name", "address", "direction", "protocols", "original_destination", "limits",
                                "timeouts", "forwarded_headers", "routes"]
-    static let routeKeys = ["name", "match", "timeout", "filters", "rewrite", "cluster"]
-    static let clusterKeys = ["name", "endpoints", "dns_refresh", "protocol", "lb", "connect_timeout", "pool"]
+    static let routeKeys = ["name", "match", "timeout", "filters", "retry", "rewrite", "cluster"]
+    static let clusterKeys = ["name", "endpoints", "dns_refresh", "protocol", "lb", "connect_timeout", "pool",
+                              "health_check", "outlier_detection", "circuit_breaker"]
     /// Keys SPEC defines that this build refuses with "not supported yet" instead of "unknown".
     static let unsupportedListenerKeys = ["tls"]
-    static let unsupportedRouteKeys = ["retry"]
-    static let unsupportedClusterKeys = ["tls", "health_check", "outlier_detection", "circuit_breaker"]
+    static let unsupportedClusterKeys = ["tls"]
 
     func build(root: Node?, sourcePath: String) -> OutriderConfiguration {
         var configuration = Defaults.configuration
@@ -333,21 +333,23 @@ struct ConfigurationBuilder {
     // MARK: Routes
 
     private func route(_ node: Node, index: Int) -> RouteSite? {
-        guard let fields = session.fields(of: node, section: "route", supported: Self.routeKeys,
-                                          recognized: Self.unsupportedRouteKeys) else { return nil }
+        guard let fields = session.fields(of: node, section: "route", supported: Self.routeKeys) else { return nil }
         var config = Defaults.route
         config.name = Defaults.routeName(index: index)
-        if let keyNode = fields.keyNode("retry"), fields.value("retry") != nil {
-            session.report("'retry' is not supported yet; this build retries once on connect failure", at: keyNode)
-        }
         let nameNode = fields.value("name")
         var nameIsValid = true
         if let nameNode {
             if let name = self.name(nameNode) { config.name = name } else { nameIsValid = false }
         }
         if let node = fields.value("match") { config.match = match(node) }
-        if let node = fields.value("timeout"), let value = session.duration(node, key: "timeout") { config.timeout = value }
+        var timeoutIsValid = true
+        if let node = fields.value("timeout") {
+            if let value = session.duration(node, key: "timeout") { config.timeout = value } else { timeoutIsValid = false }
+        }
         if let node = fields.value("filters") { config.filters = filters(node) }
+        if let node = fields.value("retry") {
+            config.retry = retryPolicy(node, routeTimeout: timeoutIsValid ? config.timeout : nil)
+        }
         if let node = fields.value("rewrite") { config.rewrite = rewrite(node) }
         let clusterNode = fields.value("cluster")
         var clusterIsValid = true
@@ -492,12 +494,15 @@ struct ConfigurationBuilder {
             session.report("cluster protocol '\(value.rawValue)' is not supported yet; this build speaks http1 upstream",
                            at: node)
         }
-        if let node = fields.value("lb") { loadBalancing(node) }
+        if let node = fields.value("lb") { config.lb = loadBalancing(node) }
         if let node = fields.value("connect_timeout"),
            let value = session.duration(node, key: "connect_timeout", allowZero: false) {
             config.connectTimeout = value
         }
         if let node = fields.value("pool") { config.pool = pool(node) }
+        if let node = fields.value("health_check") { config.healthCheck = healthCheck(node) }
+        if let node = fields.value("outlier_detection") { config.outlierDetection = outlierDetection(node) }
+        if let node = fields.value("circuit_breaker") { config.circuitBreaker = circuitBreaker(node) }
         guard name != nil, let nameNode else { return nil }
         return ClusterSite(config: config, nameNode: nameNode)
     }
@@ -515,25 +520,6 @@ struct ConfigurationBuilder {
             }
         }
         return endpoints
-    }
-
-    /// Only round robin exists in this build; the other SPEC policies are refused by name.
-    private func loadBalancing(_ node: Node) {
-        guard let fields = session.fields(of: node, section: "lb", supported: ["policy"], recognized: ["key"]) else {
-            return
-        }
-        if let node = fields.value("policy"), let policy = session.string(node, key: "policy") {
-            let known = ["round_robin", "least_request", "random", "ring_hash", "maglev"]
-            if !known.contains(policy) {
-                session.report("invalid value '\(policy)' for 'policy'; expected one of: \(known.joined(separator: ", "))",
-                               at: node)
-            } else if policy != LoadBalancingPolicy.roundRobin.rawValue {
-                session.report("lb policy '\(policy)' is not supported yet; this build has round_robin", at: node)
-            }
-        }
-        if let keyNode = fields.keyNode("key"), fields.value("key") != nil {
-            session.report("'key' (hashing) is not supported yet", at: keyNode)
-        }
     }
 
     private func pool(_ node: Node) -> PoolConfig {

@@ -263,6 +263,25 @@ final class LoadSession {
         return number
     }
 
+    /// A plain decimal like `10` or `0.2`: no sign, exponent or more than 9 fractional digits,
+    /// so that what `print-config` writes back (`DecimalNotation`) reads as the same number.
+    func decimal(_ node: Node, key: String, range: ClosedRange<Double>) -> Double? {
+        guard let value = text(node, key: key, expected: "a number") else { return nil }
+        let parts = value.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let isPlainDecimal = parts.allSatisfy { !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }
+            && (parts.count < 2 || parts[1].count <= 9)
+        guard isPlainDecimal, let number = Double(value) else {
+            report("invalid value '\(value)' for '\(key)': expected a number like 10 or 0.2", at: node)
+            return nil
+        }
+        guard range.contains(number) else {
+            report("'\(key)' must be between \(DecimalNotation.format(range.lowerBound)) and \(DecimalNotation.format(range.upperBound)), got \(value)",
+                   at: node)
+            return nil
+        }
+        return number
+    }
+
     func duration(_ node: Node, key: String, allowZero: Bool = true) -> Duration? {
         guard let value = text(node, key: key, expected: "a duration") else { return nil }
         guard let duration = DurationNotation.parse(value) else {

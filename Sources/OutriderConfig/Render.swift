@@ -106,6 +106,7 @@ enum ConfigTree {
             ])),
             ("timeout", duration(route.timeout)),
             ("filters", .list(route.filters.map(filter))),
+            ("retry", retry(route.retry)),
         ]
         if let rewrite = route.rewrite {
             var rewriteFields: [(key: String, value: RenderedValue)] = []
@@ -115,6 +116,22 @@ enum ConfigTree {
         }
         fields.append(("cluster", .text(route.cluster)))
         return .mapping(fields)
+    }
+
+    private static func retry(_ retry: RetryPolicy) -> RenderedValue {
+        .mapping([
+            ("attempts", .number(retry.attempts)),
+            // A set: printed in declaration order so the output is stable.
+            ("on", .list(RetryCondition.allCases.filter(retry.on.contains).map { .notation($0.rawValue) })),
+            ("retriable_status_codes", .list(retry.retriableStatusCodes.map { .number($0) })),
+            ("per_try_timeout", duration(retry.perTryTimeout)),
+            ("backoff", .mapping([("base", duration(retry.backoff.base)), ("max", duration(retry.backoff.max))])),
+            ("budget", .mapping([
+                ("ratio", .decimal(DecimalNotation.format(retry.budget.ratio))),
+                ("min_per_second", .decimal(DecimalNotation.format(retry.budget.minPerSecond))),
+            ])),
+            ("max_replay_body", size(retry.maxReplayBody)),
+        ])
     }
 
     // MARK: Filters
@@ -209,18 +226,52 @@ enum ConfigTree {
     }
 
     private static func cluster(_ cluster: ClusterConfig) -> RenderedValue {
-        .mapping([
+        var fields: [(key: String, value: RenderedValue)] = [
             ("name", .text(cluster.name)),
             ("endpoints", .list(cluster.endpoints.map { .text($0.description) })),
             ("dns_refresh", duration(cluster.dnsRefresh)),
             ("protocol", .notation(cluster.protocol.rawValue)),
-            ("lb", .mapping([("policy", .notation(cluster.lb.policy.rawValue))])),
+            ("lb", loadBalancing(cluster.lb)),
             ("connect_timeout", duration(cluster.connectTimeout)),
             ("pool", .mapping([
                 ("max_idle_per_endpoint", .number(cluster.pool.maxIdlePerEndpoint)),
                 ("idle_timeout", duration(cluster.pool.idleTimeout)),
             ])),
-        ])
+        ]
+        // Absent means off: a rendered default block would turn them on when loaded back.
+        if let check = cluster.healthCheck {
+            fields.append(("health_check", .mapping([
+                ("path", .text(check.path)),
+                ("interval", duration(check.interval)),
+                ("timeout", duration(check.timeout)),
+                ("healthy_threshold", .number(check.healthyThreshold)),
+                ("unhealthy_threshold", .number(check.unhealthyThreshold)),
+            ])))
+        }
+        if let detection = cluster.outlierDetection {
+            fields.append(("outlier_detection", .mapping([
+                ("consecutive_failures", .number(detection.consecutiveFailures)),
+                ("base_ejection", duration(detection.baseEjection)),
+                ("max_ejected_percent", .number(detection.maxEjectedPercent)),
+            ])))
+        }
+        fields.append(("circuit_breaker", .mapping([
+            ("max_connections", .number(cluster.circuitBreaker.maxConnections)),
+            ("max_pending", .number(cluster.circuitBreaker.maxPending)),
+            ("max_requests", .number(cluster.circuitBreaker.maxRequests)),
+        ])))
+        return .mapping(fields)
+    }
+
+    private static func loadBalancing(_ lb: LoadBalancingConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = [("policy", .notation(lb.policy.rawValue))]
+        switch lb.key {
+        case .header(let name): fields.append(("key", .text("header:" + name)))
+        case .cookie(let name): fields.append(("key", .text("cookie:" + name)))
+        case .clientIP: fields.append(("key", .notation("client_ip")))
+        case nil: break
+        }
+        return .mapping(fields)
     }
 }
 

@@ -12,8 +12,11 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
     static let directory = repositoryConfigDirectory()
     static let yamlFiles = listDirectory(directory).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
 
-    @Test func theConfigDirectoryHasExamples() {
-        #expect(Self.yamlFiles.contains("sidecar-proxy.yaml"), "looked in \(Self.directory)")
+    /// SPEC §2: one commented example per role.
+    @Test func theConfigDirectoryHasAnExamplePerRole() {
+        for role in ["sidecar-proxy.yaml", "auth-container.yaml", "ambassador.yaml"] {
+            #expect(Self.yamlFiles.contains(role), "looked for \(role) in \(Self.directory)")
+        }
     }
 
     /// Every example users are pointed at must pass `outrider validate`.
@@ -41,11 +44,41 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
                                   headers: [HeaderMatch(name: "x-tenant", value: "blue")]),
                 timeout: .seconds(5),
                 rewrite: RouteRewrite(pathPrefix: "/v1", host: "app.internal"),
-                cluster: "app"
+                cluster: "app",
+                retry: RetryPolicy(attempts: 3, on: [.connectFailure, .refusedStream, .reset, .gatewayError],
+                                   retriableStatusCodes: [], perTryTimeout: .seconds(2),
+                                   backoff: RetryPolicy.default.backoff, budget: RetryPolicy.default.budget,
+                                   maxReplayBody: RetryPolicy.default.maxReplayBody)
             ),
             at: 0
         )
         #expect(config == expected)
+    }
+}
+
+@Suite struct AmbassadorExampleTests {
+    @Test func ambassadorExample() throws {
+        let config = try ConfigLoader.load(path: repositoryConfigDirectory() + "/ambassador.yaml", environment: [:])
+        try #require(config.listeners.count == 1)
+        let listener = config.listeners[0]
+        #expect(listener.address == ConfigAddress(host: "127.0.0.1", port: 15_001))
+        #expect(listener.direction == .outbound)
+        let route = try #require(listener.routes.first)
+        #expect(route.cluster == "payments")
+        #expect(route.timeout == .seconds(10))
+        #expect(route.retry == RetryPolicy(
+            attempts: 3, on: [.connectFailure, .refusedStream, .reset, .gatewayError], retriableStatusCodes: [],
+            perTryTimeout: .seconds(3), backoff: RetryBackoff(base: .milliseconds(25), max: .milliseconds(250)),
+            budget: RetryBudget(ratio: 0.2, minPerSecond: 10), maxReplayBody: 64 * 1_024))
+
+        let cluster = try #require(config.cluster(named: "payments"))
+        #expect(cluster.endpoints == [9_001, 9_002, 9_003].map { ConfigAddress(host: "127.0.0.1", port: $0) })
+        #expect(cluster.lb == LoadBalancingConfig(policy: .leastRequest))
+        #expect(cluster.healthCheck == HealthCheckConfig(path: "/healthz", interval: .seconds(5), timeout: .seconds(1),
+                                                         healthyThreshold: 2, unhealthyThreshold: 3))
+        #expect(cluster.outlierDetection == OutlierDetectionConfig(consecutiveFailures: 5, baseEjection: .seconds(30),
+                                                                   maxEjectedPercent: 50))
+        #expect(cluster.circuitBreaker == CircuitBreakerConfig(maxConnections: 1_024, maxPending: 1_024, maxRequests: 1_024))
     }
 }
 

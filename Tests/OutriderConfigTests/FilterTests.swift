@@ -873,7 +873,7 @@ final class CredentialsFixture {
                             set: {}
                             add: {}
                             remove: []
-                    cluster: app
+                    retry:
 
             """), "\(yaml)")
     }

@@ -32,6 +32,14 @@ let fullFile = """
               headers: { X-Tenant: blue, x-env: "prod: eu" }
             timeout: 0
             filters: []
+            retry:
+              attempts: 4
+              on: [5xx, reset, retriable_status_codes]
+              retriable_status_codes: [409, 429]
+              per_try_timeout: 750ms
+              backoff: { base: 10ms, max: 1s }
+              budget: { ratio: 0.25, min_per_second: 2.5 }
+              max_replay_body: 1MiB
             rewrite: { path_prefix: /, host: backend.internal }
             cluster: backend
           - match: { path_prefix: /static, host: "[::1]" }
@@ -43,9 +51,12 @@ let fullFile = """
         endpoints: [10.0.0.1:80, "backend.svc.cluster.local:8080", "[fd00::1]:81"]
         dns_refresh: 30s
         protocol: http1
-        lb: { policy: round_robin }
+        lb: { policy: ring_hash, key: "header:X-User" }
         connect_timeout: 250ms
         pool: { max_idle_per_endpoint: 0, idle_timeout: 1h }
+        health_check: { path: "/ready?deep=1", interval: 10s, timeout: 2s, healthy_threshold: 1, unhealthy_threshold: 5 }
+        outlier_detection: { consecutive_failures: 3, base_ejection: 10s, max_ejected_percent: 100 }
+        circuit_breaker: { max_connections: 100, max_pending: 10, max_requests: 1000 }
       - name: app
         endpoints: [127.0.0.1:8080]
     """
@@ -68,7 +79,12 @@ func fullFileExpectation() -> OutriderConfiguration {
                                             HeaderMatch(name: "x-env", value: "prod: eu")]),
                 timeout: .zero,
                 rewrite: RouteRewrite(pathPrefix: "/", host: "backend.internal"),
-                cluster: "backend"
+                cluster: "backend",
+                retry: RetryPolicy(
+                    attempts: 4, on: [.serverError, .reset, .retriableStatusCodes], retriableStatusCodes: [409, 429],
+                    perTryTimeout: .milliseconds(750),
+                    backoff: RetryBackoff(base: .milliseconds(10), max: .seconds(1)),
+                    budget: RetryBudget(ratio: 0.25, minPerSecond: 2.5), maxReplayBody: 1_048_576)
             ),
             RouteConfig(
                 name: "route-1",
@@ -99,12 +115,14 @@ func fullFileExpectation() -> OutriderConfiguration {
                             ConfigAddress(host: "fd00::1", port: 81)],
                 dnsRefresh: .seconds(30),
                 protocol: .http1,
-                lb: LoadBalancingConfig(policy: .roundRobin),
+                lb: LoadBalancingConfig(policy: .ringHash, key: .header("x-user")),
                 connectTimeout: .milliseconds(250),
                 pool: PoolConfig(maxIdlePerEndpoint: 0, idleTimeout: .seconds(3_600)),
-                healthCheck: nil,
-                outlierDetection: nil,
-                circuitBreaker: Defaults.circuitBreaker
+                healthCheck: HealthCheckConfig(path: "/ready?deep=1", interval: .seconds(10), timeout: .seconds(2),
+                                               healthyThreshold: 1, unhealthyThreshold: 5),
+                outlierDetection: OutlierDetectionConfig(consecutiveFailures: 3, baseEjection: .seconds(10),
+                                                         maxEjectedPercent: 100),
+                circuitBreaker: CircuitBreakerConfig(maxConnections: 100, maxPending: 10, maxRequests: 1_000)
             ),
             Defaults.cluster,
         ]

@@ -42,6 +42,18 @@ import Testing
                       headers: {}
                     timeout: 15s
                     filters: []
+                    retry:
+                      attempts: 2
+                      "on": [connect_failure]
+                      retriable_status_codes: []
+                      per_try_timeout: 0s
+                      backoff:
+                        base: 25ms
+                        max: 250ms
+                      budget:
+                        ratio: 0.2
+                        min_per_second: 10
+                      max_replay_body: 64KiB
                     cluster: app
             clusters:
               - name: app
@@ -55,6 +67,10 @@ import Testing
                 pool:
                   max_idle_per_endpoint: 64
                   idle_timeout: 1m
+                circuit_breaker:
+                  max_connections: 1024
+                  max_pending: 1024
+                  max_requests: 1024
 
             """)
     }
