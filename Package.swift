@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "OutriderConfig", targets: ["OutriderConfig"]),
         .library(name: "OutriderFilters", targets: ["OutriderFilters"]),
         .library(name: "OutriderBalancing", targets: ["OutriderBalancing"]),
+        .library(name: "OutriderTLS", targets: ["OutriderTLS"]),
         .library(name: "OutriderProxy", targets: ["OutriderProxy"]),
     ],
     dependencies: [
@@ -39,11 +40,13 @@ let package = Package(
         .target(name: "OutriderHTTP1", dependencies: ["OutriderCore", "OutriderHTTP"], swiftSettings: dataPath),
         .target(name: "OutriderFilters", dependencies: ["OutriderCore", "OutriderHTTP", "COpenSSL", "CCrypt", "CAtomics"],
                 swiftSettings: dataPath),
+        // TLS as bytes in, bytes out: contexts (certificates, ALPN, SNI, mTLS) and an engine over memory BIOs.
+        .target(name: "OutriderTLS", dependencies: ["OutriderCore", "COpenSSL"], swiftSettings: dataPath),
         // Upstream choice without I/O: load-balancing policies, retry backoff and budgets.
         .target(name: "OutriderBalancing", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
             "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
-            "OutriderBalancing", "COpenSSL", "CAtomics",
+            "OutriderBalancing", "OutriderTLS", "COpenSSL", "CAtomics",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
             "OutriderProxy", "OutriderConfig", "OutriderCore",
@@ -54,6 +57,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http1-parser", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore", "CFuzzerShim"],
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
+        .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore"]),
         .testTarget(name: "OutriderBalancingTests", dependencies: ["OutriderBalancing", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
         .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"],

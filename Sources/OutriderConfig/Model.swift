@@ -155,6 +155,58 @@ public struct ListenerConfig: Sendable, Equatable {
     public var timeouts: ListenerTimeouts
     public var forwardedHeaders: Bool
     public var routes: [RouteConfig]
+    /// SPEC §2 listener `tls`: terminate TLS; nil = cleartext.
+    public var tls: ListenerTLSConfig? = nil
+}
+
+// MARK: TLS (SPEC §2)
+
+public enum TLSVersion: String, Sendable, CaseIterable {
+    case v1_2 = "1.2"
+    case v1_3 = "1.3"
+}
+
+/// A PEM certificate chain (leaf first) and its private key, as absolute paths.
+public struct CertificatePair: Sendable, Equatable {
+    public var certificate: String
+    public var privateKey: String
+    public init(certificate: String, privateKey: String) { self.certificate = certificate; self.privateKey = privateKey }
+}
+
+public struct ListenerTLSConfig: Sendable, Equatable {
+    /// The default certificate (`certificate` / `private_key`).
+    public var certificate: CertificatePair
+    /// More certificates (`sni_certificates`), chosen when the client's server name matches
+    /// one of their names (subject alternative names, else common name); the default otherwise.
+    public var sniCertificates: [CertificatePair]
+    /// PEM bundle of CAs that client certificates must chain to (mTLS); nil = no client
+    /// certificate asked for.
+    public var clientCA: String?
+    public var minVersion: TLSVersion
+    public init(certificate: CertificatePair, sniCertificates: [CertificatePair] = [], clientCA: String? = nil,
+                minVersion: TLSVersion = .v1_2) {
+        self.certificate = certificate
+        self.sniCertificates = sniCertificates
+        self.clientCA = clientCA
+        self.minVersion = minVersion
+    }
+}
+
+/// SPEC §2 cluster `tls`: originate TLS to the endpoints.
+public struct ClusterTLSConfig: Sendable, Equatable {
+    /// Server name sent (SNI) and verified; nil = the endpoint's host when it is a name.
+    public var sni: String?
+    /// PEM bundle of trusted CAs; nil = the system bundle.
+    public var ca: String?
+    public var verify: Bool
+    /// Client certificate for mTLS to the upstream.
+    public var clientCertificate: CertificatePair?
+    public init(sni: String? = nil, ca: String? = nil, verify: Bool = true, clientCertificate: CertificatePair? = nil) {
+        self.sni = sni
+        self.ca = ca
+        self.verify = verify
+        self.clientCertificate = clientCertificate
+    }
 }
 
 public enum ClusterProtocol: String, Sendable { case http1, h2c, h2 }
@@ -228,6 +280,7 @@ public struct ClusterConfig: Sendable, Equatable {
     public var outlierDetection: OutlierDetectionConfig?
     /// Always present: Envoy's defaults (1024 each) when the cluster has none.
     public var circuitBreaker: CircuitBreakerConfig
+    public var tls: ClusterTLSConfig? = nil
 }
 
 public struct OutriderConfiguration: Sendable, Equatable {
