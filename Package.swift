@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http1-parser", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore", "CFuzzerShim"],
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
-        .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore"]),
+        .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore", "COpenSSL"]),
         .testTarget(name: "OutriderBalancingTests", dependencies: ["OutriderBalancing", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
         .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"],
