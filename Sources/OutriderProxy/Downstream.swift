@@ -491,6 +491,7 @@ final class DownstreamConnection: SocketConnection {
         serializeRequestHead(out, base: base, table: table, route: route, listenerRuntime: listenerRuntime,
                              path: path, pathLength: pathLength, queryLength: queryLength,
                              host: base + pendingHostOffset, hostLength: pendingHostLength, bodyFraming: pendingFraming)
+        if let key = route.cluster.policy.hashKey { balancingHashValue = balancingHash(key, base: base, table: table) }
         // The client's head is no longer needed.
         buffer.consume(Int(head.headEnd) - buffer.readerIndex)
         worker.releaseHeaderTable(table)
@@ -500,7 +501,6 @@ final class DownstreamConnection: SocketConnection {
             responseDeadline = worker.loop.now + route.timeout
         }
         let cluster = route.cluster
-        if let key = cluster.policy.hashKey { balancingHashValue = balancingHash(key, base: base, table: table) }
         let shared = worker.runtime.shared
         if shared.load(cluster: cluster.index, .activeRequests) >= cluster.policy.maxRequests {
             sendLocalReply(.overflow, close: pendingFraming != .none)

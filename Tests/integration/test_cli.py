@@ -126,10 +126,6 @@ def test_validate_reports_every_error(outrider_bin, tmp_path):
 UNSUPPORTED = [
     # (id, where the snippet goes, the snippet, its key)
     ("listener-tls", "listener", "    tls: { certificate: a.crt, private_key: a.key }\n", "tls"),
-    ("route-retry", "route", "        retry: { attempts: 3 }\n", "retry"),
-    ("cluster-health_check", "cluster", "    health_check: { path: /healthz }\n", "health_check"),
-    ("cluster-outlier_detection", "cluster", "    outlier_detection: { consecutive_failures: 5 }\n", "outlier_detection"),
-    ("cluster-circuit_breaker", "cluster", "    circuit_breaker: { max_connections: 10 }\n", "circuit_breaker"),
     ("cluster-protocol-h2c", "cluster", "    protocol: h2c\n", "protocol"),
     ("cluster-protocol-h2", "cluster", "    protocol: h2\n", "protocol"),
     ("cluster-tls", "cluster", "    tls: { sni: api.example.com }\n", "tls"),

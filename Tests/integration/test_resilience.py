@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from upstream_server import MAX_HEAD, RecordingUpstream
-from wire import free_port, to_yaml
+from wire import Conn, free_port, to_yaml
 
 HEALTH = "/healthz"
 
@@ -43,6 +43,7 @@ class BehavingUpstream(RecordingUpstream):
       script         statuses answered first, one per request, before `status` applies
       delay          seconds to wait before answering (after the body was read)
       mode           None | "reset" (read the whole request, then RST) | "eof" (read it, then FIN)
+                     | "cut" (a 200 head announcing 1000 bytes, 100 of them, then RST)
       health_status  status of GET /healthz;  health_delay: seconds before that answer
 
     Every answer carries `x-upstream-name`. Requests to /healthz are kept apart from `hits()`."""
@@ -95,6 +96,14 @@ class BehavingUpstream(RecordingUpstream):
             return False
         if self.mode == "eof":
             writer.close()
+            return False
+        if self.mode == "cut":
+            writer.write(self._head(rec, 200, [("content-type", "application/octet-stream"),
+                                               ("content-length", 1000)]) + b"c" * 100)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
             return False
         if status != 200:
             body = f"status {status} from {self.name}\n".encode()
@@ -298,10 +307,14 @@ def test_get_retried_on_503(proxy_factory, ups):
     assert e["attempts"] == 2 and e["status"] == 200, e
 
     # two endpoints, one always 503: every client sees 200 from b
+    # (on one keep-alive connection: a dropped 503 must not leave bytes behind)
     n = 10
-    for i in range(n):
-        r = call(p, target=f"/pair/{i}")
-        assert r.status == 200 and r.header("x-upstream-name") == "b", f"request {i}: {r}"
+    with p.conn() as c:
+        for i in range(n):
+            c.request("GET", f"/pair/{i}")
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-upstream-name") == "b", f"request {i}: {r}"
+            assert r.json()["target"] == f"/pair/{i}", r
     assert len(b.hits()) == n
     assert len(a.hits()) >= 1, "round robin never picked the 503 endpoint first"
     entries = logs(p, "/pair/", n)
@@ -372,7 +385,8 @@ def test_post_not_retried_after_503(proxy_factory, ups):
     p = proxy_factory(
         routes=[route("one", "/one", "one", retry=retry),
                 route("pair", "/pair", "pair", retry=retry),
-                route("deadpair", "/deadpair", "deadpair", retry=retry)],
+                route("deadpair", "/deadpair", "deadpair",
+                      retry={"attempts": 3, "on": ["connect_failure", "gateway_error", "5xx"]})],
         clusters=[cluster("one", [bad]), cluster("pair", [bad2, good]), cluster("deadpair", [dead, good2])],
     )
     for i, method in enumerate(["POST", "PATCH"]):
@@ -434,6 +448,15 @@ def test_put_body_replayed_after_reset_unless_over_max_replay_body(proxy_factory
     assert_local_error(r, 502, "upstream_reset")
     assert len(a.hits("/only/small")) == 2, "a PUT within max_replay_body was not replayed"
     assert all(rec.body == b"s" * 800 for rec in a.hits("/only/small"))
+    # ...a chunked one too, re-framed with the whole body each time
+    with p.conn() as c:
+        c.request("PUT", "/only/chunked", headers=[("Transfer-Encoding", "chunked")])
+        c.send(b"5\r\nhello\r\n7\r\n chunks\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert_local_error(r, 502, "upstream_reset")
+    recs = a.hits("/only/chunked")
+    assert len(recs) == 2, "a chunked PUT within max_replay_body was not replayed"
+    assert all(rec.complete and rec.body == b"hello chunks" for rec in recs), [rec.body for rec in recs]
     # ...a 200 KiB PUT (max_replay_body 1KiB) is not
     big = bytes(rng.randrange(256) for _ in range(200 * 1024))
     r = call(p, "PUT", "/only/big", body=big, timeout=15)
@@ -447,6 +470,23 @@ def test_put_body_replayed_after_reset_unless_over_max_replay_body(proxy_factory
     a_post = [rec for rec in a.hits("/pair/echo/post")]
     assert len(a_post) >= 1
     assert statuses.count(502) == len(a_post), (statuses, len(a_post))
+
+
+def test_no_retry_once_the_response_began(proxy_factory, ups):
+    """SPEC §7: a request whose response has begun reaching the client is never retried."""
+    cut = ups("cut", mode="cut")
+    p = proxy_factory(
+        routes=[route("cut", "/", "app", retry={"attempts": 3, "on": ["reset", "gateway_error", "5xx"]})],
+        clusters=[cluster("app", [cut])],
+    )
+    with p.conn() as c:
+        c.request("GET", "/cut/1")
+        head = c.read_head()
+        assert head.status == 200 and head.header("content-length") == "1000", head
+        closed, got = c.wait_closed(5)
+    assert closed, "the client connection stayed open after the upstream reset inside the body"
+    assert len(got) < 1000 and not got.strip(b"c"), f"{len(got)} bytes after the head: {got[:80]!r}"
+    assert len(cut.hits()) == 1, f"the request was retried after its response began: {len(cut.hits())} tries"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,18 +623,68 @@ def test_round_robin_smooth_and_even(proxy_factory, ups):
     assert all(90 <= v <= 110 for v in counts.values()), counts
 
 
+def test_random_policy_spreads(proxy_factory, ups):
+    eps = [ups(f"e{i}") for i in range(3)]
+    p = proxy_factory(clusters=[cluster("app", eps, lb={"policy": "random"})])
+    with p.conn() as c:
+        seq = []
+        for i in range(300):
+            c.request("GET", f"/rnd/{i}")
+            seq.append(c.read_response().header("x-upstream-name"))
+    counts = {u.name: seq.count(u.name) for u in eps}
+    print(f"random over 300 requests: {counts}")
+    assert all(60 <= v <= 140 for v in counts.values()), counts
+    triples = [tuple(sorted(seq[i:i + 3])) for i in range(0, 300, 3)]
+    assert sum(t == ("e0", "e1", "e2") for t in triples) < 60, "random looks like round robin"
+
+
 # ---------------------------------------------------------------------------------------------
 # 9. Consistent hashing
 
 
-def _map_users(p, users, conns=4) -> dict:
-    """user -> endpoint name, requests spread over `conns` keep-alive connections."""
+HASH_KEYS = {"header": "header:x-user", "cookie": "cookie:sid", "client_ip": "client_ip"}
+
+
+def _key_headers(kind, user) -> list:
+    if kind == "header":
+        return [("x-user", user)]
+    if kind == "cookie":
+        return [("cookie", f"theme=dark; sid={user}; lang=en")]
+    return []
+
+
+def _users(kind, n=400) -> list:
+    if kind == "client_ip":  # distinct loopback source addresses
+        return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+    return [f"user-{i:04d}-{random.Random(i).randrange(1 << 30):x}" for i in range(n)]
+
+
+def _src_conn(p, src, timeout=10.0) -> Conn:
+    """A client connection from the source address src (for the client_ip key)."""
+    c = Conn.__new__(Conn)
+    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=timeout, source_address=(src, 0))
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.timeout, c.buf, c.eof, c.reset = timeout, b"", False, False
+    return c
+
+
+def _map_users(p, kind, users, conns=4) -> dict:
+    """user -> endpoint name; header/cookie keys over `conns` keep-alive connections, client_ip
+    keys over one connection per source address."""
     out = {}
+    if kind == "client_ip":
+        for u in users:
+            with _src_conn(p, u) as c:
+                c.request("GET", f"/h/{u}")
+                r = c.read_response()
+            assert r.status == 200, r
+            out[u] = r.header("x-upstream-name")
+        return out
     cs = [p.conn(10) for _ in range(conns)]
     try:
         for i, u in enumerate(users):
             c = cs[i % conns]
-            c.request("GET", f"/h/{u}", headers=[("x-user", u)])
+            c.request("GET", f"/h/{u}", headers=_key_headers(kind, u))
             r = c.read_response()
             assert r.status == 200, r
             out[u] = r.header("x-upstream-name")
@@ -604,46 +694,63 @@ def _map_users(p, users, conns=4) -> dict:
     return out
 
 
+def _fresh(p, kind, u):
+    if kind == "client_ip":
+        return _map_users(p, kind, [u])[u]
+    return call(p, target=f"/h/{u}", headers=_key_headers(kind, u)).header("x-upstream-name")
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["header", "cookie", "client_ip"])
 @pytest.mark.parametrize("policy,moved_range,survivor_moved_max", [
     ("ring_hash", (0.10, 0.45), 0.0),
     ("maglev", (0.10, 0.50), 0.15),
-])
-def test_consistent_hashing_sticks_and_remaps_minimally(proxy_factory, ups, policy, moved_range, survivor_moved_max):
+], ids=["ring_hash", "maglev"])
+def test_consistent_hashing_sticks_and_remaps_minimally(proxy_factory, ups, policy, moved_range, survivor_moved_max,
+                                                        kind):
     eps = [ups(f"e{i}") for i in range(4)]
-    lb = {"policy": policy, "key": "header:x-user"}
+    lb = {"policy": policy, "key": HASH_KEYS[kind]}
     p4 = proxy_factory(clusters=[cluster("app", eps, lb=lb)])
-    users = [f"user-{i:04d}-{random.Random(i).randrange(1 << 30):x}" for i in range(400)]
-    first = _map_users(p4, users)
+    users = _users(kind)
+    # the same key three times in a row on one connection
+    u0 = users[0]
+    with (_src_conn(p4, u0) if kind == "client_ip" else p4.conn()) as c:
+        seq = []
+        for i in range(3):
+            c.request("GET", f"/h/{u0}/{i}", headers=_key_headers(kind, u0))
+            seq.append(c.read_response().header("x-upstream-name"))
+    assert len(set(seq)) == 1, f"{policy} {HASH_KEYS[kind]}: one key, one connection, endpoints {seq}"
+    first = _map_users(p4, kind, users)
     shuffled = list(users)
     random.Random(1).shuffle(shuffled)
-    second = _map_users(p4, shuffled, conns=7)
+    second = _map_users(p4, kind, shuffled, conns=7)
     unstable = [u for u in users if first[u] != second[u]]
-    assert not unstable, f"{len(unstable)} users changed endpoint between two passes: {unstable[:5]}"
+    assert not unstable, (f"{policy} {HASH_KEYS[kind]}: {len(unstable)} of {len(users)} keys changed endpoint "
+                          f"between two passes: {[(u, first[u], second[u]) for u in unstable[:5]]}")
     # a few more on fresh connections (each may land on another worker)
     for u in users[:20]:
-        r = call(p4, target=f"/h/{u}", headers=[("x-user", u)])
-        assert r.header("x-upstream-name") == first[u], u
+        assert _fresh(p4, kind, u) == first[u], u
     per = {e.name: sum(1 for u in users if first[u] == e.name) for e in eps}
-    assert all(v >= 40 for v in per.values()), f"{policy}: users per endpoint with 4 endpoints: {per}"
+    assert all(v >= 40 for v in per.values()), f"{policy}: keys per endpoint with 4 endpoints: {per}"
     # no key: still answered
     assert call(p4, target="/h/nokey").status == 200
 
     # the same config without e1
     removed = eps[1]
     p3 = proxy_factory(clusters=[cluster("app", [e for e in eps if e is not removed], lb=lb)])
-    after = _map_users(p3, users)
+    after = _map_users(p3, kind, users)
     moved = [u for u in users if first[u] != after[u]]
     on_removed = [u for u in users if first[u] == removed.name]
     survivors_moved = [u for u in moved if first[u] != removed.name]
     frac = len(moved) / len(users)
-    print(f"{policy}: users per endpoint {per}; removing {removed.name} moved {len(moved)}/{len(users)} "
-          f"= {frac:.3f} (on the removed endpoint: {len(on_removed)}; others moved: {len(survivors_moved)})")
+    print(f"{policy} {HASH_KEYS[kind]}: keys per endpoint {per}; removing {removed.name} moved "
+          f"{len(moved)}/{len(users)} = {frac:.3f} (on the removed endpoint: {len(on_removed)}; "
+          f"others moved: {len(survivors_moved)})")
     assert all(after[u] != removed.name for u in users)
     assert set(on_removed) <= set(moved)
     assert moved_range[0] <= frac <= moved_range[1], f"{policy}: moved fraction {frac:.3f} not in {moved_range}"
     assert len(survivors_moved) <= survivor_moved_max * len(users), (
-        f"{policy}: {len(survivors_moved)} users that were not on the removed endpoint moved: "
+        f"{policy}: {len(survivors_moved)} keys that were not on the removed endpoint moved: "
         f"{[(u, first[u], after[u]) for u in survivors_moved[:5]]}")
 
 
@@ -670,7 +777,8 @@ def _validate(outrider_bin, tmp_path, lb) -> subprocess.CompletedProcess:
     ({"policy": "least_request", "key": "client_ip"}, False),
     ({"policy": "random"}, True),
     ({"policy": "least_request"}, True),
-])
+], ids=["ring_hash-header", "maglev-cookie", "ring_hash-client_ip", "ring_hash-no-key", "maglev-no-key",
+        "round_robin-key", "least_request-key", "random", "least_request"])
 def test_hash_key_required_exactly_for_hashing_policies(outrider_bin, tmp_path, lb, ok):
     r = _validate(outrider_bin, tmp_path, lb)
     if ok:
@@ -1021,7 +1129,7 @@ def test_chaos_endpoint_killed_and_restarted_under_load(proxy_factory, ups, loop
     samples = []
 
     def client(k):
-        with httpx.Client(base_url=p.url(), timeout=5.0) as hc:
+        with httpx.Client(base_url=p.url(), timeout=5.0, trust_env=False) as hc:
             i = 0
             while not stop.is_set():
                 i += 1
