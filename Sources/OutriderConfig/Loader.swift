@@ -111,14 +111,14 @@ struct ConfigurationBuilder {
     }
 
     static let topLevelKeys = ["workers", "log_level", "admin", "access_log", "drain", "listeners", "clusters"]
-    static let listenerKeys = ["name", "address", "direction", "protocols", "original_destination", "limits",
+    static let listenerKeys = ["name", "address", "direction", "protocols", "tls", "original_destination", "limits",
                                "timeouts", "forwarded_headers", "routes"]
     static let routeKeys = ["name", "match", "timeout", "filters", "retry", "rewrite", "cluster"]
-    static let clusterKeys = ["name", "endpoints", "dns_refresh", "protocol", "lb", "connect_timeout", "pool",
+    static let clusterKeys = ["name", "endpoints", "dns_refresh", "protocol", "tls", "lb", "connect_timeout", "pool",
                               "health_check", "outlier_detection", "circuit_breaker"]
     /// Keys SPEC defines that this build refuses with "not supported yet" instead of "unknown".
-    static let unsupportedListenerKeys = ["tls"]
-    static let unsupportedClusterKeys = ["tls"]
+    static let unsupportedListenerKeys: [String] = []
+    static let unsupportedClusterKeys: [String] = []
 
     func build(root: Node?, sourcePath: String) -> OutriderConfiguration {
         var configuration = Defaults.configuration
@@ -240,7 +240,16 @@ struct ConfigurationBuilder {
            let direction = session.choice(node, key: "direction", among: [ListenerDirection.inbound, .outbound]) {
             config.direction = direction
         }
-        if let node = fields.value("protocols"), let protocols = listenerProtocols(node) { config.protocols = protocols }
+        // Judged on what was written: with a broken `tls` block, protocols are still checked
+        // against the listener the user meant.
+        let tlsNode = fields.value("tls")
+        if let tlsNode {
+            config.tls = listenerTLS(tlsNode, keyNode: fields.keyNode("tls") ?? tlsNode)
+            config.protocols = Defaults.tlsListenerProtocols
+        }
+        if let node = fields.value("protocols"), let protocols = listenerProtocols(node, tls: tlsNode != nil) {
+            config.protocols = protocols
+        }
         if let node = fields.value("original_destination"), session.bool(node, key: "original_destination") == true {
             session.report("'original_destination: true' is not supported yet", at: fields.keyNode("original_destination") ?? node)
         }
@@ -265,7 +274,8 @@ struct ConfigurationBuilder {
                             routes: routeSites, routesDefaulted: routesDefaulted)
     }
 
-    private func listenerProtocols(_ node: Node) -> [ListenerProtocol]? {
+    /// Cleartext listeners offer http1 and h2c (prior knowledge); TLS ones http1 and h2 (ALPN).
+    private func listenerProtocols(_ node: Node, tls: Bool) -> [ListenerProtocol]? {
         guard let items = session.list(node, key: "protocols") else { return nil }
         if items.isEmpty {
             session.report("'protocols' must name at least one protocol", at: node)
@@ -276,8 +286,13 @@ struct ConfigurationBuilder {
             guard let value = session.choice(item, key: "protocols", among: [ListenerProtocol.http1, .h2c, .h2]) else {
                 continue
             }
-            if value == .h2 {
-                session.report("protocol 'h2' needs tls, which is not supported yet; use h2c for cleartext HTTP/2", at: item)
+            if value == .h2 && !tls {
+                session.report("protocol 'h2' needs tls; use h2c for cleartext HTTP/2", at: item)
+            } else if value == .h2 {
+                // HTTP/2 over TLS comes with the HTTP/2 engine; until then ALPN offers http/1.1 only.
+                session.report("'h2' is not supported yet; this build offers http/1.1 over TLS", at: item)
+            } else if value == .h2c && tls {
+                session.report("protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use http1", at: item)
             } else if protocols.contains(value) {
                 session.report("duplicate protocol '\(value.rawValue)' in 'protocols'", at: item)
             } else {
@@ -494,6 +509,7 @@ struct ConfigurationBuilder {
             session.report("cluster protocol '\(value.rawValue)' is not supported yet; this build speaks http1 upstream",
                            at: node)
         }
+        if let node = fields.value("tls") { config.tls = clusterTLS(node) }
         if let node = fields.value("lb") { config.lb = loadBalancing(node) }
         if let node = fields.value("connect_timeout"),
            let value = session.duration(node, key: "connect_timeout", allowZero: false) {

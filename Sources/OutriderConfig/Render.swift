@@ -15,8 +15,8 @@ indirect enum RenderedValue {
     /// A number with a fraction, already formatted (`0.5`): plain in YAML and JSON.
     case decimal(String)
     case bool(Bool)
-    /// A secret (certificate key, client secret, a credential header value…): always shown as
-    /// `<redacted>`. Credentials read from files (API keys, htpasswd hashes, JWKS) are not
+    /// A secret (client secret, a credential header value…): always shown as `<redacted>`.
+    /// Credentials read from files (API keys, htpasswd hashes, JWKS, TLS private keys) are not
     /// rendered at all: only the file's path is.
     case secret
 }
@@ -73,11 +73,15 @@ enum ConfigTree {
     private static func size(_ value: Int64) -> RenderedValue { .notation(SizeNotation.format(value)) }
 
     private static func listener(_ listener: ListenerConfig) -> RenderedValue {
-        .mapping([
+        var fields: [(key: String, value: RenderedValue)] = [
             ("name", .text(listener.name)),
             ("address", .text(listener.address.description)),
             ("direction", .notation(listener.direction.rawValue)),
             ("protocols", .list(listener.protocols.map { .notation($0.rawValue) })),
+        ]
+        // Absent means cleartext.
+        if let tls = listener.tls { fields.append(("tls", listenerTLS(tls))) }
+        fields += [
             ("original_destination", .bool(false)),
             ("limits", .mapping([
                 ("max_connections", .number(listener.limits.maxConnections)),
@@ -92,7 +96,33 @@ enum ConfigTree {
             ])),
             ("forwarded_headers", .bool(listener.forwardedHeaders)),
             ("routes", .list(listener.routes.map(route))),
-        ])
+        ]
+        return .mapping(fields)
+    }
+
+    /// File paths are shown as they are (a key's path is no secret; its contents are never read
+    /// into the configuration). `min_version` is quoted text: "1.2", as SPEC writes it.
+    private static func listenerTLS(_ tls: ListenerTLSConfig) -> RenderedValue {
+        var fields = certificatePair(tls.certificate)
+        if let clientCA = tls.clientCA { fields.append(("client_ca", .text(clientCA))) }
+        fields += [
+            ("min_version", .text(tls.minVersion.rawValue)),
+            ("sni_certificates", .list(tls.sniCertificates.map { .mapping(certificatePair($0)) })),
+        ]
+        return .mapping(fields)
+    }
+
+    private static func clusterTLS(_ tls: ClusterTLSConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = []
+        if let sni = tls.sni { fields.append(("sni", .text(sni))) }
+        if let ca = tls.ca { fields.append(("ca", .text(ca))) }
+        fields.append(("verify", .bool(tls.verify)))
+        if let pair = tls.clientCertificate { fields += certificatePair(pair) }
+        return .mapping(fields)
+    }
+
+    private static func certificatePair(_ pair: CertificatePair) -> [(key: String, value: RenderedValue)] {
+        [("certificate", .text(pair.certificate)), ("private_key", .text(pair.privateKey))]
     }
 
     private static func route(_ route: RouteConfig) -> RenderedValue {
@@ -231,6 +261,10 @@ enum ConfigTree {
             ("endpoints", .list(cluster.endpoints.map { .text($0.description) })),
             ("dns_refresh", duration(cluster.dnsRefresh)),
             ("protocol", .notation(cluster.protocol.rawValue)),
+        ]
+        // Absent means cleartext; `tls: {}` would turn it on when loaded back.
+        if let tls = cluster.tls { fields.append(("tls", clusterTLS(tls))) }
+        fields += [
             ("lb", loadBalancing(cluster.lb)),
             ("connect_timeout", duration(cluster.connectTimeout)),
             ("pool", .mapping([

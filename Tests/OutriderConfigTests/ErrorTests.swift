@@ -87,7 +87,7 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
             at(2, 36, "unknown key 'port' in admin; expected one of: address"),
             at(3, 29, "unknown key 'file' in access_log; expected one of: format, path"),
             at(4, 21, "unknown key 'grace' in drain; expected one of: delay, timeout"),
-            at(7, 5, "unknown key 'adress' in listener; expected one of: name, address, direction, protocols, original_destination, limits, timeouts, forwarded_headers, routes"),
+            at(7, 5, "unknown key 'adress' in listener; expected one of: name, address, direction, protocols, tls, original_destination, limits, timeouts, forwarded_headers, routes"),
             at(8, 15, "unknown key 'max_body' in limits; expected one of: max_connections, max_header_bytes, max_headers, max_request_body, h2_max_concurrent_streams"),
             at(9, 17, "unknown key 'read' in timeouts; expected one of: header_read, idle"),
             at(11, 18, "unknown key 'prefix' in match; expected one of: path_prefix, host, methods, headers"),
@@ -95,7 +95,7 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
             at(13, 9, "unknown key 'clustr' in route; expected one of: name, match, timeout, filters, retry, rewrite, cluster"),
             at(17, 11, "unknown key 'algorithm' in lb; expected one of: policy, key"),
             at(18, 13, "unknown key 'size' in pool; expected one of: max_idle_per_endpoint, idle_timeout"),
-            at(19, 5, "unknown key 'weight' in cluster; expected one of: name, endpoints, dns_refresh, protocol, lb, connect_timeout, pool, health_check, outlier_detection, circuit_breaker"),
+            at(19, 5, "unknown key 'weight' in cluster; expected one of: name, endpoints, dns_refresh, protocol, tls, lb, connect_timeout, pool, health_check, outlier_detection, circuit_breaker"),
         ])
     }
 }
@@ -389,19 +389,17 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
     @Test func listenerSections() {
         let yaml = """
             listeners:
-              - tls: { certificate: /etc/tls.crt, private_key: /etc/tls.key }
-                original_destination: true
+              - original_destination: true
                 protocols: [http1, h2]
                 routes:
                   - filters:
                       - auth: { realm: app, api_key: { keys_file: /nonexistent/keys }, oidc: { issuer: x } }
             """
         #expect(errorLines(yaml) == [
-            at(2, 5, "'tls' is not supported yet"),
-            at(3, 5, "'original_destination: true' is not supported yet"),
-            at(4, 24, "protocol 'h2' needs tls, which is not supported yet; use h2c for cleartext HTTP/2"),
-            at(7, 55, "cannot read keys_file '/nonexistent/keys': No such file or directory"),
-            at(7, 76, "'oidc' is not supported yet"),
+            at(2, 5, "'original_destination: true' is not supported yet"),
+            at(3, 24, "protocol 'h2' needs tls; use h2c for cleartext HTTP/2"),
+            at(6, 55, "cannot read keys_file '/nonexistent/keys': No such file or directory"),
+            at(6, 76, "'oidc' is not supported yet"),
         ])
     }
 
@@ -411,15 +409,14 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
               - name: app
                 endpoints: [127.0.0.1:8080]
                 protocol: h2c
-                tls: { sni: api.example.com }
               - name: b
                 endpoints: [127.0.0.1:8081]
                 protocol: h2
+                tls: { sni: api.example.com }
             """
         #expect(errorLines(yaml) == [
             at(4, 15, "cluster protocol 'h2c' is not supported yet; this build speaks http1 upstream"),
-            at(5, 5, "'tls' is not supported yet"),
-            at(8, 15, "cluster protocol 'h2' is not supported yet; this build speaks http1 upstream"),
+            at(7, 15, "cluster protocol 'h2' is not supported yet; this build speaks http1 upstream"),
         ])
     }
 
@@ -439,5 +436,9 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
                 lb: { policy: round_robin }
             """)
         #expect(config.listeners[0].routes[0].cluster == "app")
+        // A null `tls` is no tls: cleartext, with the cleartext protocols.
+        #expect(config.listeners[0].tls == nil)
+        #expect(config.listeners[0].protocols == [.http1, .h2c])
+        #expect(config.clusters[0].tls == nil)
     }
 }

@@ -33,9 +33,18 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
         }
     }
 
-    @Test func sidecarExampleIsTheZeroConfigPlusOneRoute() throws {
+    @Test func sidecarExampleIsTheZeroConfigPlusOneRouteAndATLSListener() throws {
         let config = try ConfigLoader.load(path: Self.directory + "/sidecar-proxy.yaml", environment: [:])
         var expected = ConfigLoader.zeroConfig()
+        var tlsListener = Defaults.listener
+        tlsListener.name = "inbound-tls"
+        tlsListener.address = ConfigAddress(host: "0.0.0.0", port: 15_443)
+        tlsListener.protocols = [.http1]
+        let examples = Self.directory + "/examples/tls"
+        tlsListener.tls = ListenerTLSConfig(
+            certificate: CertificatePair(certificate: examples + "/server.crt", privateKey: examples + "/server.key"),
+            clientCA: examples + "/ca.crt", minVersion: .v1_2)
+        expected.listeners.append(tlsListener)
         expected.sourcePath = config.sourcePath
         expected.listeners[0].routes.insert(
             RouteConfig(
@@ -63,7 +72,10 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
         let listener = config.listeners[0]
         #expect(listener.address == ConfigAddress(host: "127.0.0.1", port: 15_001))
         #expect(listener.direction == .outbound)
-        let route = try #require(listener.routes.first)
+        #expect(listener.routes.map(\.name) == ["example-tls", "payments"])
+        #expect(listener.routes[0].match.host == "outrider.example")
+        #expect(listener.routes[0].cluster == "example-tls")
+        let route = try #require(listener.routes.last)
         #expect(route.cluster == "payments")
         #expect(route.timeout == .seconds(10))
         #expect(route.retry == RetryPolicy(
@@ -79,6 +91,16 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
         #expect(cluster.outlierDetection == OutlierDetectionConfig(consecutiveFailures: 5, baseEjection: .seconds(30),
                                                                    maxEjectedPercent: 50))
         #expect(cluster.circuitBreaker == CircuitBreakerConfig(maxConnections: 1_024, maxPending: 1_024, maxRequests: 1_024))
+        #expect(cluster.tls == nil)
+
+        // TLS origination, verified against the example CA, with the example client certificate.
+        let examples = repositoryConfigDirectory() + "/examples/tls"
+        let tlsCluster = try #require(config.cluster(named: "example-tls"))
+        #expect(tlsCluster.endpoints == [ConfigAddress(host: "127.0.0.1", port: 9_443)])
+        #expect(tlsCluster.protocol == .http1)
+        #expect(tlsCluster.tls == ClusterTLSConfig(
+            sni: "outrider.example", ca: examples + "/ca.crt", verify: true,
+            clientCertificate: CertificatePair(certificate: examples + "/client.crt", privateKey: examples + "/client.key")))
     }
 }
 
