@@ -6,6 +6,7 @@ import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
+import OutriderTLS
 
 /// A client connection speaking HTTP/1.x: parses each request head, routes it, forwards it to
 /// an upstream connection, relays the response, and logs the exchange. One exchange at a time;
@@ -100,7 +101,15 @@ final class DownstreamConnection: SocketConnection {
     private var metaUserAgent = 0..<0
     private var metaReferer = 0..<0
 
+    /// The verified client certificate's identity on an mTLS listener (URI SAN, DNS SAN or CN).
+    private var clientIdentity: [UInt8]?
+
     var inTunnel: Bool { phase == .tunnel }
+
+    override func tlsHandshakeCompleted() {
+        clientIdentity = tls?.peerIdentity.map { Array($0.utf8) }
+        super.tlsHandshakeCompleted()
+    }
 
     var isIdleBetweenRequests: Bool {
         phase == .waitingHead && !exchangeActive && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0)
@@ -123,6 +132,15 @@ final class DownstreamConnection: SocketConnection {
         metrics.add(metrics.layout.downstreamActive + listener.listener.index)
         readable = false
         writable = false
+        clientIdentity = nil
+        if let context = listener.listener.tlsContext {
+            do {
+                tls = try TLSEngine(server: context)
+            } catch {
+                OperationalLog.error("tls session not created", ["listener": listener.listener.config.name, "error": error.description])
+                tls = nil
+            }
+        }
     }
 
     func start() {
@@ -244,7 +262,7 @@ final class DownstreamConnection: SocketConnection {
         let inputPending = readable || (inBuffer?.readableBytes ?? 0) > 0
         if !inputPending && errorReason == nil && requestBody.isDone { close(); return }
         lingering = true
-        Sys.shutdownWrite(fd)
+        shutdownSending()
         worker.loop.setDeadline(self, worker.loop.now + 2_000_000_000)
         readable = true
         processInput()
@@ -1393,6 +1411,11 @@ final class DownstreamConnection: SocketConnection {
             let (pointer, count) = context.bytes(identity)
             appendJSONEscaped(out, pointer, count)
             out.append(UInt8(ascii: "\""))
+        } else if let clientIdentity {
+            // The verified client certificate (mTLS) when no auth filter named anyone.
+            out.append(UInt8(ascii: "\""))
+            clientIdentity.withUnsafeBytes { appendJSONEscaped(out, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.count) }
+            out.append(UInt8(ascii: "\""))
         } else {
             out.append("null")
         }
@@ -1516,7 +1539,7 @@ final class DownstreamConnection: SocketConnection {
                 }
             }
             peer.appendIP(to: out)
-            out.append("\r\nx-forwarded-proto: http\r\nx-forwarded-host: ")
+            out.append(tls == nil ? "\r\nx-forwarded-proto: http\r\nx-forwarded-host: " : "\r\nx-forwarded-proto: https\r\nx-forwarded-host: ")
             out.append(host, count: hostLength)
             out.append("\r\n")
         }

@@ -5,6 +5,7 @@ import OutriderCore
 import OutriderFilters
 import OutriderHTTP
 import OutriderPosix
+import OutriderTLS
 
 /// The configuration compiled for the data path: byte strings instead of `String`s,
 /// nanoseconds instead of `Duration`s, resolved addresses. Immutable and shared by all workers.
@@ -33,7 +34,7 @@ final class ProxyRuntime: @unchecked Sendable {
                 endpoints.append(endpoint)
                 members.append(endpoint)
             }
-            clusters.append(ClusterRuntime(index: clusterIndex, config: cluster, endpoints: members))
+            clusters.append(try ClusterRuntime(index: clusterIndex, config: cluster, endpoints: members))
         }
         self.clusters = clusters
         self.endpoints = endpoints
@@ -185,8 +186,26 @@ final class ClusterRuntime: @unchecked Sendable {
     let policy: ClusterPolicy
     let healthCheck: HealthCheckConfig?
     let dnsRefresh: Int64
+    /// TLS origination (cluster `tls`); nil = cleartext.
+    let tlsContext: TLSClientContext?
+    /// The name sent and verified; nil = each endpoint's host.
+    let tlsServerName: String?
 
-    init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime]) {
+    init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime]) throws(FilterFactory.BuildError) {
+        if let tls = config.tls {
+            do {
+                tlsContext = try TLSClientContext(caPath: tls.ca, verify: tls.verify,
+                                                  clientCertificateChainPath: tls.clientCertificate?.certificate,
+                                                  clientPrivateKeyPath: tls.clientCertificate?.privateKey,
+                                                  alpn: ["http/1.1"])
+            } catch {
+                throw FilterFactory.BuildError(description: "cluster \(config.name) tls: \(error.description)")
+            }
+            tlsServerName = tls.sni
+        } else {
+            tlsContext = nil
+            tlsServerName = nil
+        }
         self.index = index
         name = ByteString(config.name)
         self.endpoints = endpoints
@@ -276,12 +295,27 @@ final class ListenerRuntime: @unchecked Sendable {
     let forwardedHeaders: Bool
     /// `max_connections` shared evenly by the workers (each owns its accept socket).
     let maxConnectionsPerWorker: Int
+    /// TLS termination (listener `tls`); nil = cleartext.
+    let tlsContext: TLSServerContext?
 
     init(index: Int, config: ListenerConfig, clusters: [ClusterRuntime], workerCount: Int,
          build: FilterBuildContext) throws(FilterFactory.BuildError) {
         self.index = index
         self.config = config
         name = ByteString(config.name)
+        if let tls = config.tls {
+            do {
+                tlsContext = try TLSServerContext(
+                    certificateChainPath: tls.certificate.certificate, privateKeyPath: tls.certificate.privateKey,
+                    sniCertificates: tls.sniCertificates.map { ($0.certificate, $0.privateKey) },
+                    clientCAPath: tls.clientCA, minimumVersion: tls.minVersion == .v1_3 ? .tls13 : .tls12,
+                    alpn: ["http/1.1"])
+            } catch {
+                throw FilterFactory.BuildError(description: "listener \(config.name) tls: \(error.description)")
+            }
+        } else {
+            tlsContext = nil
+        }
         var routes: [RouteRuntime] = []
         for route in config.routes {
             guard let cluster = clusters.first(where: { $0.name.description == route.cluster }) else {

@@ -1,6 +1,7 @@
 import Glibc
 import OutriderCore
 import OutriderPosix
+import OutriderTLS
 
 /// What a read into a connection's input buffer gave.
 enum ReadOutcome {
@@ -29,6 +30,13 @@ class SocketConnection: LoopHandler {
     /// Set when a write failed: the connection is going away.
     final var writeFailed = false
     final var lastError: Int32 = 0
+    /// TLS on this connection (terminated or originated); nil for cleartext. The buffers above
+    /// then hold plaintext.
+    final var tls: TLSEngine?
+    /// Ciphertext taken from the engine that the socket has not accepted yet.
+    final var tlsOut: ByteBuffer?
+    /// The TLS handshake or a record failed (`tls?.failureReason` says why).
+    final var tlsFailed = false
 
     init(worker: Worker) {
         self.worker = worker
@@ -48,6 +56,11 @@ class SocketConnection: LoopHandler {
         } else {
             buffer = worker.buffers.acquire()
             inBuffer = buffer
+        }
+        if let tls {
+            let outcome = readTLS(tls, into: buffer, limit: buffer.writableBytes)
+            if outcome == .wouldBlock || outcome == .closed { releaseInputIfEmpty() }
+            return outcome
         }
         let room = buffer.writableBytes
         let count = Sys.read(fd, buffer.writePointer, room)
@@ -75,6 +88,7 @@ class SocketConnection: LoopHandler {
     /// Reads up to `count` bytes into `buffer` (not the input buffer), with the same
     /// readiness bookkeeping as `readIntoInput`.
     final func read(into buffer: ByteBuffer, count limit: Int) -> ReadOutcome {
+        if let tls { return readTLS(tls, into: buffer, limit: limit) }
         let room = min(limit, buffer.writableBytes)
         if room == 0 { return .full }
         let count = Sys.read(fd, buffer.writePointer, room)
@@ -88,6 +102,149 @@ class SocketConnection: LoopHandler {
         if count == Sys.wouldBlock { return .wouldBlock }
         lastError = Int32(-count)
         return .failed
+    }
+
+    /// Ciphertext from the socket through the engine into `buffer` as plaintext; advances the
+    /// handshake on the way. Reads until the engine has plaintext or the socket is drained, so
+    /// `readable` stays true while the engine may hold more records.
+    private final func readTLS(_ tls: TLSEngine, into buffer: ByteBuffer, limit: Int) -> ReadOutcome {
+        while true {
+            switch tls.handshakeState {
+            case .complete:
+                let room = min(limit, buffer.writableBytes)
+                if room == 0 { return .full }
+                switch tls.readPlaintext(into: buffer.writePointer, capacity: room) {
+                case .bytes(let count):
+                    buffer.writerIndex += count
+                    readable = true
+                    return .data
+                case .closed:
+                    readable = false
+                    peerClosed = true
+                    return .closed
+                case .failed:
+                    readable = false
+                    tlsFailed = true
+                    return .failed
+                case .needMoreInput:
+                    break
+                }
+            case .failed:
+                readable = false
+                tlsFailed = true
+                return .failed
+            case .inProgress:
+                break
+            }
+            let scratch = worker.tlsScratch
+            let count = Sys.read(fd, scratch.base, scratch.capacity)
+            if count > 0 {
+                tls.receiveCiphertext(scratch.base, count)
+                if tls.handshakeState == .inProgress {
+                    let state = tls.advanceHandshake()
+                    // The handshake's own answer (and a failure's alert) goes out at once.
+                    _ = sendTLSCiphertext(reportFailure: false)
+                    if state == .failed || writeFailed {
+                        readable = false
+                        tlsFailed = state == .failed
+                        return .failed
+                    }
+                    if state == .complete { tlsHandshakeCompleted() }
+                }
+                continue
+            }
+            readable = false
+            if count == 0 { peerClosed = true; return .closed }
+            if count == Sys.wouldBlock { return .wouldBlock }
+            lastError = Int32(-count)
+            return .failed
+        }
+    }
+
+    /// Moves the engine's ciphertext to the socket. Returns the bytes sent, or -1 after a
+    /// failed send (reported through `writeError` only when `reportFailure`).
+    private final func sendTLSCiphertext(reportFailure: Bool) -> Int {
+        guard let tls, fd >= 0, !writeFailed else { return -1 }
+        var sent = 0
+        while true {
+            if tlsOut?.isEmpty ?? true {
+                if tls.pendingCiphertextCount == 0 {
+                    if let out = tlsOut { worker.buffers.release(out); tlsOut = nil }
+                    return sent
+                }
+                let out = tlsOut ?? worker.buffers.acquire()
+                tlsOut = out
+                out.clear()
+                out.writerIndex += tls.takeCiphertext(into: out.writePointer, capacity: out.writableBytes)
+            }
+            let out = tlsOut!
+            let count = Sys.send(fd, out.readPointer, out.readableBytes)
+            if count > 0 {
+                out.consume(count)
+                sent += count
+                continue
+            }
+            if count == Sys.wouldBlock {
+                writable = false
+                return sent
+            }
+            writeFailed = true
+            lastError = Int32(-count)
+            if reportFailure { writeError() }
+            return -1
+        }
+    }
+
+    /// Encrypts pending plaintext (once the handshake is done) and sends the ciphertext. New
+    /// plaintext goes into the engine only when earlier ciphertext has left, so a slow reader
+    /// holds back the producer exactly as on a cleartext connection.
+    private final func flushTLS(_ tls: TLSEngine) {
+        if tls.handshakeState == .inProgress {
+            // A client's first flush produces its ClientHello.
+            if tls.advanceHandshake() == .failed {
+                tlsFailed = true
+                _ = sendTLSCiphertext(reportFailure: false)
+                writeFailed = true
+                writeError()
+                return
+            }
+        }
+        var progressed = false
+        if tls.handshakeState == .complete, let buffer = outBuffer, !buffer.isEmpty,
+           tlsOut?.isEmpty ?? true, tls.pendingCiphertextCount == 0 {
+            let taken = tls.writePlaintext(buffer.readPointer, buffer.readableBytes)
+            if taken < 0 {
+                tlsFailed = true
+                writeFailed = true
+                writeError()
+                return
+            }
+            buffer.consume(taken)
+            releaseOutputIfEmpty()
+            progressed = taken > 0
+        }
+        let sent = sendTLSCiphertext(reportFailure: true)
+        if sent < 0 { return }
+        if progressed || sent > 0 {
+            outputProgressed()
+        } else if pendingOutput == 0 {
+            outputIdle()
+        }
+    }
+
+    /// Ends our sending side: close_notify first on TLS, then the FIN.
+    final func shutdownSending() {
+        guard fd >= 0 else { return }
+        if let tls, !writeFailed, !tlsFailed, tls.handshakeState == .complete {
+            tls.shutdown()
+            _ = sendTLSCiphertext(reportFailure: false)
+        }
+        Sys.shutdownWrite(fd)
+    }
+
+    /// The TLS handshake finished: what was queued while it ran can go.
+    func tlsHandshakeCompleted() {
+        if pendingOutput > 0 { worker.queueFlush(self) }
     }
 
     /// Subclasses override to fix up offsets into the input buffer before it is compacted.
@@ -118,12 +275,20 @@ class SocketConnection: LoopHandler {
         return buffer
     }
 
-    final var pendingOutput: Int { outBuffer?.readableBytes ?? 0 }
+    final var pendingOutput: Int {
+        let plaintext = outBuffer?.readableBytes ?? 0
+        guard let tls else { return plaintext }
+        return plaintext + (tlsOut?.readableBytes ?? 0) + tls.pendingCiphertextCount
+    }
 
     /// Writes pending output now. Called at the end of a loop iteration for queued connections
     /// and on EPOLLOUT.
     final func flush() {
         guard fd >= 0, !writeFailed else { return }
+        if let tls {
+            flushTLS(tls)
+            return
+        }
         guard let buffer = outBuffer, !buffer.isEmpty else {
             outputIdle()
             return
@@ -156,6 +321,16 @@ class SocketConnection: LoopHandler {
     /// Closes the descriptor and returns buffers to the pool.
     final func closeSocket() {
         guard fd >= 0 else { return }
+        if let tls {
+            // close_notify, best effort: the peer learns the end was intended.
+            if !writeFailed && !tlsFailed && tls.handshakeState == .complete {
+                tls.shutdown()
+                _ = sendTLSCiphertext(reportFailure: false)
+            }
+            self.tls = nil
+            if let out = tlsOut { worker.buffers.release(out); tlsOut = nil }
+            tlsFailed = false
+        }
         worker.loop.forget(self)
         Sys.close(fd)
         fd = -1

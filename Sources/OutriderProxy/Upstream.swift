@@ -3,6 +3,7 @@ import OutriderCore
 import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
+import OutriderTLS
 
 /// A connection to one endpoint. Carries one exchange at a time for a `DownstreamConnection`,
 /// then waits in the worker's pool for the next.
@@ -29,6 +30,10 @@ final class UpstreamConnection: SocketConnection {
     /// The endpoint's DNS generation when this connected: a pooled connection to an address
     /// DNS no longer returns is not reused.
     private(set) var addressGeneration: UInt64 = 0
+
+    private var endpointLabel: String {
+        endpointIndex >= 0 && endpointIndex < worker.runtime.endpoints.count ? worker.runtime.endpoints[endpointIndex].labelString : "?"
+    }
 
     var isReusable: Bool { fd >= 0 && state == .pooled && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0 }
 
@@ -68,6 +73,17 @@ final class UpstreamConnection: SocketConnection {
         }
         fd = Int32(socket)
         _ = Sys.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        if let cluster, let context = cluster.tlsContext {
+            do {
+                tls = try TLSEngine(client: context, serverName: cluster.tlsServerName ?? endpoint.host)
+            } catch {
+                OperationalLog.error("tls session not created", ["endpoint": endpoint.labelString, "error": error.description])
+                Sys.close(fd)
+                fd = -1
+                fail(.upstreamConnect, connectFailure: true)
+                return false
+            }
+        }
         let result = Sys.connect(fd, address)
         if result != 0 && result != -Int(EINPROGRESS) {
             lastError = Int32(-result)
@@ -153,7 +169,7 @@ final class UpstreamConnection: SocketConnection {
 
     override func outputProgressed() {
         if pendingOutput == 0 && closeAfterFlush {
-            Sys.shutdownWrite(fd)
+            shutdownSending()
             closeAfterFlush = false
         }
         downstream?.requestOutputProgressed()
@@ -161,12 +177,17 @@ final class UpstreamConnection: SocketConnection {
 
     override func outputIdle() {
         if closeAfterFlush {
-            Sys.shutdownWrite(fd)
+            shutdownSending()
             closeAfterFlush = false
         }
     }
 
     override func writeError() {
+        if tlsFailed, let tls, tls.handshakeState != .complete {
+            OperationalLog.warning("upstream tls handshake failed", ["endpoint": endpointLabel, "error": tls.failureReason ?? "unknown"])
+            fail(.upstreamConnect, connectFailure: true)
+            return
+        }
         // The app closed or reset while we were sending: handled as a reset of this exchange.
         fail(.upstreamReset, connectFailure: false)
     }
@@ -179,7 +200,7 @@ final class UpstreamConnection: SocketConnection {
     }
 
     func shutdownAfterFlush() {
-        if pendingOutput == 0 { Sys.shutdownWrite(fd) } else { closeAfterFlush = true }
+        if pendingOutput == 0 { shutdownSending() } else { closeAfterFlush = true }
     }
 
     private func processResponse() {
@@ -272,6 +293,17 @@ final class UpstreamConnection: SocketConnection {
             case .closed:
                 continue
             case .failed:
+                if tlsFailed {
+                    // A refused handshake (unverified certificate, wrong name) is a failure to
+                    // connect: another endpoint may be tried.
+                    if let tls, tls.handshakeState != .complete {
+                        OperationalLog.warning("upstream tls handshake failed", [
+                            "endpoint": endpointLabel, "error": tls.failureReason ?? "unknown",
+                        ])
+                        fail(.upstreamConnect, connectFailure: true)
+                        return
+                    }
+                }
                 fail(.upstreamReset, connectFailure: false)
                 return
             }

@@ -42,6 +42,8 @@ final class Worker: @unchecked Sendable {
     private var flushQueue: [SocketConnection] = []
     /// Requests to try again at the end of this iteration (a retry without backoff).
     private var retryQueue: [(connection: DownstreamConnection, serial: UInt64)] = []
+    /// Ciphertext read from a TLS socket on its way into the engine (never held across events).
+    let tlsScratch = ByteBuffer(capacity: 64 * 1024)
     /// Scratch for hashing a client address (ring_hash / maglev by client_ip).
     let hashScratch = ByteBuffer(capacity: 64)
     /// Open client connections (swap-remove by each connection's `liveIndex`).

@@ -125,10 +125,8 @@ def test_validate_reports_every_error(outrider_bin, tmp_path):
 
 UNSUPPORTED = [
     # (id, where the snippet goes, the snippet, its key)
-    ("listener-tls", "listener", "    tls: { certificate: a.crt, private_key: a.key }\n", "tls"),
     ("cluster-protocol-h2c", "cluster", "    protocol: h2c\n", "protocol"),
     ("cluster-protocol-h2", "cluster", "    protocol: h2\n", "protocol"),
-    ("cluster-tls", "cluster", "    tls: { sni: api.example.com }\n", "tls"),
 ]
 
 
