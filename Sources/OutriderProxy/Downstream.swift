@@ -101,6 +101,29 @@ final class DownstreamConnection: SocketConnection {
     private var metaUserAgent = 0..<0
     private var metaReferer = 0..<0
 
+    /// The configuration the current exchange runs on (the worker's latest when it began).
+    private var routing: WorkerRouting
+    override init(worker: Worker) {
+        routing = worker.routing
+        gaugeMetrics = worker.routing.metrics
+        super.init(worker: worker)
+    }
+
+    /// Where this connection is counted in `outrider_downstream_connections_active`.
+    private var gaugeMetrics: WorkerMetrics
+    private var gaugeIndex = -1
+
+    /// The worker switched to a reloaded configuration: the connection's gauge moves to the
+    /// new counters (its listener's handler already points at the new listener runtime).
+    func adoptRouting(_ next: WorkerRouting) {
+        guard gaugeIndex >= 0, let listener, gaugeMetrics !== next.metrics else { return }
+        gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+        gaugeMetrics = next.metrics
+        gaugeIndex = listener.listener.index
+        gaugeMetrics.add(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+        if !exchangeActive { routing = next }
+    }
+
     /// The verified client certificate's identity on an mTLS listener (URI SAN, DNS SAN or CN).
     private var clientIdentity: [UInt8]?
 
@@ -127,9 +150,11 @@ final class DownstreamConnection: SocketConnection {
         requestsServed = 0
         exchangeActive = false
         lingering = false
-        let metrics = worker.metrics
-        metrics.add(metrics.layout.downstreamTotal + listener.listener.index)
-        metrics.add(metrics.layout.downstreamActive + listener.listener.index)
+        routing = worker.routing
+        gaugeMetrics = routing.metrics
+        gaugeIndex = listener.listener.index
+        gaugeMetrics.add(gaugeMetrics.layout.downstreamTotal + gaugeIndex)
+        gaugeMetrics.add(gaugeMetrics.layout.downstreamActive + gaugeIndex)
         readable = false
         writable = false
         clientIdentity = nil
@@ -166,9 +191,11 @@ final class DownstreamConnection: SocketConnection {
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
-        if let listenerIndex = listener?.listener.index {
-            worker.metrics.subtract(worker.metrics.layout.downstreamActive + listenerIndex)
+        if gaugeIndex >= 0 {
+            gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+            gaugeIndex = -1
         }
+        routing = worker.routing
         endFilters()
         filterContext?.serial &+= 1
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
@@ -519,7 +546,7 @@ final class DownstreamConnection: SocketConnection {
             responseDeadline = worker.loop.now + route.timeout
         }
         let cluster = route.cluster
-        let shared = worker.runtime.shared
+        let shared = routing.runtime.shared
         if shared.load(cluster: cluster.index, .activeRequests) >= cluster.policy.maxRequests {
             sendLocalReply(.overflow, close: pendingFraming != .none)
             return
@@ -527,7 +554,7 @@ final class DownstreamConnection: SocketConnection {
         shared.add(cluster: cluster.index, .activeRequests, 1)
         countedClusterRequest = true
         let retry = route.retry
-        worker.retryBudgets[route.metricsIndex].recordRequest(now: worker.loop.now)
+        routing.retryBudgets[route.metricsIndex].recordRequest(now: worker.loop.now)
         // Only a try that may be repeated after its body went out needs the body kept.
         replayable = pendingFraming != .none && requestMethod.isIdempotent && retry.attempts > 1 && retry.maxReplayBody > 0
             && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
@@ -643,11 +670,11 @@ final class DownstreamConnection: SocketConnection {
         guard let route, let requestHead else { return }
         let cluster = route.cluster
         let now = worker.loop.now
-        let shared = worker.runtime.shared
-        let snapshot = worker.snapshots[cluster.index]
+        let shared = routing.runtime.shared
+        let snapshot = routing.snapshots[cluster.index]
         snapshot.refreshIfNeeded(shared, now: now)
         let chosen = snapshot.pick(hash: balancingHashValue, tried: triedPositions, random: &worker.random,
-                                   activeRequests: worker.activeRequests)
+                                   activeRequests: routing.activeRequests)
         if chosen.position < 64 { triedPositions |= 1 << UInt64(chosen.position) }
         endpoint = chosen
         attempts += 1
@@ -655,13 +682,13 @@ final class DownstreamConnection: SocketConnection {
         upstreamStartedAt = now
         tryDeadline = route.retry.perTryTimeout > 0 ? now + route.retry.perTryTimeout : 0
         phase = .connecting
-        worker.activeRequests[chosen.index] += 1
+        routing.activeRequests[chosen.index] += 1
         activeEndpoint = chosen.index
         armDeadline()
 
-        if let pooled = worker.takeIdleUpstream(chosen) {
+        if let pooled = routing.takeIdleUpstream(chosen) {
             upstream = pooled
-            pooled.attach(self, cluster: cluster, reused: true)
+            pooled.attach(self, cluster: cluster, routing: routing, reused: true)
             pooled.sendRequest(requestHead)
             sendReplay(to: pooled)
             upstreamConnected()
@@ -677,7 +704,7 @@ final class DownstreamConnection: SocketConnection {
         countedPending = true
         let connection = worker.makeUpstream()
         upstream = connection
-        connection.attach(self, cluster: cluster, reused: false)
+        connection.attach(self, cluster: cluster, routing: routing, reused: false)
         if !connection.connect(to: chosen, requestHead: requestHead) {
             // Failed synchronously; `upstreamFailed` already ran.
             return
@@ -695,12 +722,12 @@ final class DownstreamConnection: SocketConnection {
     /// The try on `activeEndpoint` is over: its in-flight and pending counts are given back.
     private func endTry() {
         if activeEndpoint >= 0 {
-            worker.activeRequests[activeEndpoint] -= 1
+            routing.activeRequests[activeEndpoint] -= 1
             activeEndpoint = -1
         }
         if countedPending, let route {
             countedPending = false
-            worker.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
+            routing.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
         }
     }
 
@@ -717,8 +744,8 @@ final class DownstreamConnection: SocketConnection {
                 return requestBody.transferred == 0 && !afterSending
             }
         }
-        if !worker.retryBudgets[route.metricsIndex].tryAcquireRetry(now: worker.loop.now) {
-            let metrics = worker.metrics
+        if !routing.retryBudgets[route.metricsIndex].tryAcquireRetry(now: worker.loop.now) {
+            let metrics = routing.metrics
             metrics.add(metrics.layout.retryBudgetExhausted + route.cluster.index)
             return false
         }
@@ -729,7 +756,7 @@ final class DownstreamConnection: SocketConnection {
     /// loop iteration, outside the failing connection's call stack.
     private func scheduleRetry(_ reason: RetryReason, backoff: Bool = true) {
         guard let route else { return }
-        let metrics = worker.metrics
+        let metrics = routing.metrics
         metrics.add(metrics.layout.retries + route.cluster.index * MetricsLayout.retryReasons.count + reason.rawValue)
         let retry = route.retry
         let delay = backoff ? FullJitterBackoff.delay(retry: max(1, attempts), baseNanos: retry.backoffBase,
@@ -753,7 +780,7 @@ final class DownstreamConnection: SocketConnection {
         endTry()
         if let route, let endpoint {
             OutlierDetector.record(success: false, endpoint: endpoint, cluster: route.cluster,
-                                   shared: worker.runtime.shared, now: worker.loop.now)
+                                   shared: routing.runtime.shared, now: worker.loop.now)
         }
         if let route, route.retry.retriesTimeout, mayRetry(afterSending: true) {
             scheduleRetry(.perTryTimeout)
@@ -767,7 +794,7 @@ final class DownstreamConnection: SocketConnection {
         guard phase == .connecting else { return }
         if countedPending, let route {
             countedPending = false
-            worker.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
+            routing.runtime.shared.add(cluster: route.cluster.index, .pendingRequests, UInt64.max)
         }
         phase = .forwarding
         if expectContinue && !requestBody.isDone {
@@ -882,11 +909,11 @@ final class DownstreamConnection: SocketConnection {
         if let route, let endpoint {
             let isGatewayError = status == 502 || status == 503 || status == 504
             OutlierDetector.record(success: !isGatewayError, endpoint: endpoint, cluster: route.cluster,
-                                   shared: worker.runtime.shared, now: worker.loop.now)
+                                   shared: routing.runtime.shared, now: worker.loop.now)
             let retry = route.retry
             if retry.retriesStatus(status), mayRetry(afterSending: true) {
                 // The answer is dropped with its connection; the client never sees it.
-                worker.metrics.recordUpstream(endpoint: endpoint.index, status: status)
+                routing.metrics.recordUpstream(endpoint: endpoint.index, status: status)
                 abortUpstream()
                 endTry()
                 let reason: RetryReason = retry.onGatewayError && isGatewayError ? .gatewayError
@@ -899,7 +926,7 @@ final class DownstreamConnection: SocketConnection {
         responseStatus = status
         tryDeadline = 0
         upstreamHeadersAt = worker.loop.now
-        if let endpoint { worker.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
+        if let endpoint { routing.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
         responseDeadline = 0
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
 
@@ -1041,13 +1068,13 @@ final class DownstreamConnection: SocketConnection {
         if let failed { failed.detach() }
         guard exchangeActive else { return }
         endTry()
-        let metrics = worker.metrics
+        let metrics = routing.metrics
         if connectFailure, let endpoint { metrics.add(metrics.layout.connectFailures + endpoint.index) }
         // A pooled connection the app closed while idle says nothing about the endpoint.
         let staleConnection = reusedConnection && !connectFailure && reason == .upstreamReset
         if !staleConnection, let route, let endpoint {
             OutlierDetector.record(success: false, endpoint: endpoint, cluster: route.cluster,
-                                   shared: worker.runtime.shared, now: worker.loop.now)
+                                   shared: routing.runtime.shared, now: worker.loop.now)
         }
         if responseStarted {
             errorReason = reason
@@ -1126,6 +1153,7 @@ final class DownstreamConnection: SocketConnection {
     // MARK: exchange bookkeeping
 
     private func beginExchange(now: Int64) {
+        routing = worker.routing
         exchangeActive = true
         requestStartedAt = headStartedAt
         upstreamStartedAt = 0
@@ -1217,9 +1245,9 @@ final class DownstreamConnection: SocketConnection {
         endTry()
         if countedClusterRequest, let route {
             countedClusterRequest = false
-            worker.runtime.shared.add(cluster: route.cluster.index, .activeRequests, UInt64.max)
+            routing.runtime.shared.add(cluster: route.cluster.index, .activeRequests, UInt64.max)
         }
-        let metrics = worker.metrics
+        let metrics = routing.metrics
         let routeIndex = route?.metricsIndex ?? (metrics.layout.unroutedBase + (listener?.listener.index ?? 0))
         metrics.recordRequest(route: routeIndex, status: responseStatus, durationNanos: worker.loop.now - requestStartedAt)
         writeAccessLog()
@@ -1281,7 +1309,7 @@ final class DownstreamConnection: SocketConnection {
     /// to every answer (rate-limit headers).
     private func sendFilterReply(_ context: FilterContext) {
         let reply = context.reply
-        let metrics = worker.metrics
+        let metrics = routing.metrics
         if reply.reason == .rateLimited, let route {
             metrics.add(metrics.layout.rateLimited + route.metricsIndex)
         } else if reply.reason == .unauthenticated || reply.reason == .forbidden || reply.reason == .authUnavailable {

@@ -12,11 +12,11 @@ import OutriderPosix
 final class HealthChecker {
     private var probes: [HealthProbe] = []
 
-    init(worker: Worker) {
-        for cluster in worker.runtime.clusters {
+    init(worker: Worker, routing: WorkerRouting) {
+        for cluster in routing.runtime.clusters {
             guard let config = cluster.healthCheck else { continue }
             for endpoint in cluster.endpoints {
-                probes.append(HealthProbe(worker: worker, cluster: cluster, endpoint: endpoint, config: config))
+                probes.append(HealthProbe(worker: worker, routing: routing, cluster: cluster, endpoint: endpoint, config: config))
             }
         }
     }
@@ -29,11 +29,21 @@ final class HealthChecker {
             loop.setDeadline(probe, loop.now + 1)
         }
     }
+
+    /// A reload replaced the configuration: no more rounds (a check in flight just ends).
+    func stop(_ loop: EventLoop) {
+        for probe in probes {
+            probe.stopped = true
+            loop.forget(probe)
+        }
+    }
 }
 
 final class HealthProbe: LoopHandler {
     unowned(unsafe) let worker: Worker
+    let routing: WorkerRouting
     let cluster: ClusterRuntime
+    var stopped = false
     let endpoint: EndpointRuntime
     private let interval: Int64
     private let timeout: Int64
@@ -44,8 +54,9 @@ final class HealthProbe: LoopHandler {
     private var failures = 0
     private var inFlight = false
 
-    init(worker: Worker, cluster: ClusterRuntime, endpoint: EndpointRuntime, config: HealthCheckConfig) {
+    init(worker: Worker, routing: WorkerRouting, cluster: ClusterRuntime, endpoint: EndpointRuntime, config: HealthCheckConfig) {
         self.worker = worker
+        self.routing = routing
         self.cluster = cluster
         self.endpoint = endpoint
         interval = config.interval.nanoseconds
@@ -56,15 +67,16 @@ final class HealthProbe: LoopHandler {
     }
 
     override func deadlineReached(now: Int64) {
+        guard !stopped else { return }
         worker.loop.setDeadline(self, now + interval)
         guard !inFlight else { return }
-        guard let (address, _) = worker.nextAddress(endpoint) else {
+        guard let (address, _) = routing.nextAddress(endpoint) else {
             finished(healthy: false)
             return
         }
         inFlight = true
         let connection = SubrequestConnection(worker: worker)
-        connection.start(address: address, head: requestHead, deadline: now + timeout) { [unowned(unsafe) self] outcome in
+        connection.start(address: address, head: requestHead, deadline: now + timeout) { [self] outcome in
             if case .response(let response) = outcome, response.status >= 200, response.status < 300 {
                 self.finished(healthy: true)
             } else {
@@ -75,7 +87,8 @@ final class HealthProbe: LoopHandler {
 
     private func finished(healthy: Bool) {
         inFlight = false
-        let shared = worker.runtime.shared
+        guard !stopped else { return }
+        let shared = routing.runtime.shared
         let wasHealthy = shared.isHealthy(endpoint.index)
         if healthy {
             successes += 1
@@ -89,7 +102,7 @@ final class HealthProbe: LoopHandler {
     }
 
     private func flip(toHealthy: Bool) {
-        let shared = worker.runtime.shared
+        let shared = routing.runtime.shared
         shared.store(endpoint.index, .unhealthy, toHealthy ? 0 : 1)
         shared.bumpVersion(cluster: cluster.index)
         OperationalLog.warning(toHealthy ? "endpoint healthy" : "endpoint unhealthy", [

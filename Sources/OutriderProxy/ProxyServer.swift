@@ -16,8 +16,21 @@ public final class ProxyServer: @unchecked Sendable {
         }
     }
 
-    private let config: OutriderConfiguration
-    private let runtime: ProxyRuntime
+    /// The running configuration; replaced by a reload. Read by the admin thread under
+    /// `stateLock`, written by the main thread.
+    private var config: OutriderConfiguration
+    private var runtime: ProxyRuntime
+    private var workerMetrics: [WorkerMetrics] = []
+    /// Accept sockets per worker, per listener of `config`, and the configured address of each
+    /// listener (a listener whose address stays keeps its sockets across a reload).
+    private var listenerSockets: [[Int32]] = []
+    private var listenerKeys: [String] = []
+    private var reloadsOK: UInt64 = 0
+    private var reloadsError: UInt64 = 0
+    private var stateLock = pthread_mutex_t()
+    private let reloadConfiguration: (@Sendable () throws(ConfigErrors) -> OutriderConfiguration)?
+    private var dnsRefresher: DNSRefresher
+    private var serviceAddresses: [String: SocketAddress] = [:]
     private var workers: [Worker] = []
     private var threads: [OSThread] = []
     private let accessLogSink: AccessLogSink?
@@ -37,8 +50,12 @@ public final class ProxyServer: @unchecked Sendable {
     }
 
     /// Binds and prepares everything; nothing is served until `run`.
-    public init(config: OutriderConfiguration) throws(StartError) {
+    /// `reload` reads the configuration again for SIGHUP (nil: no file, nothing to reload).
+    public init(config: OutriderConfiguration,
+                reload: (@Sendable () throws(ConfigErrors) -> OutriderConfiguration)? = nil) throws(StartError) {
         self.config = config
+        reloadConfiguration = reload
+        pthread_mutex_init(&stateLock, nil)
         Sys.ignoreSIGPIPE()
         Sys.raiseFileLimit()
         do {
@@ -53,6 +70,7 @@ public final class ProxyServer: @unchecked Sendable {
             throw .system(error.description)
         }
         offLoopPool = OffLoopPool(threadCount: 2)
+        dnsRefresher = DNSRefresher(runtime: runtime)
         for endpoint in runtime.endpoints where endpoint.currentAddresses().isEmpty {
             OperationalLog.warning("endpoint did not resolve", ["endpoint": endpoint.labelString, "error": endpoint.resolutionError ?? ""])
         }
@@ -60,24 +78,12 @@ public final class ProxyServer: @unchecked Sendable {
         // Sockets per worker, per listener.
         var sockets = Array(repeating: [Int32](), count: workerCount)
         for listener in config.listeners {
-            guard var address = SocketAddress.literal(host: listener.address.host, port: listener.address.port)
-                    ?? (try? SocketAddress.resolve(host: listener.address.host, port: listener.address.port))?.first else {
-                throw .bind("listener \(listener.name): cannot resolve \(listener.address)")
-            }
-            for worker in 0..<workerCount {
-                do {
-                    let fd = try Listening.open(address)
-                    sockets[worker].append(fd)
-                    if worker == 0, listener.address.port == 0, let bound = Sys.localAddress(fd) {
-                        // The other workers join the port the kernel picked.
-                        address = bound
-                    }
-                } catch {
-                    throw .bind("listener \(listener.name): \(error.description)")
-                }
-            }
-            boundAddresses.append(address.description)
+            let opened = try Self.bind(listener, workerCount: workerCount)
+            for worker in 0..<workerCount { sockets[worker].append(opened.sockets[worker]) }
+            boundAddresses.append(opened.bound)
+            listenerKeys.append(listener.address.description)
         }
+        listenerSockets = sockets
 
         switch config.accessLog.format {
         case .off:
@@ -95,23 +101,8 @@ public final class ProxyServer: @unchecked Sendable {
             }
         }
         pthread_mutex_init(&stopLock, nil)
-        // Services filters call (external auth) are resolved once, here, not on a loop.
-        var serviceAddresses: [String: SocketAddress] = [:]
-        for listener in config.listeners {
-            for route in listener.routes {
-                for filter in route.filters {
-                    guard case .auth(let auth) = filter, let external = auth.external else { continue }
-                    let key = ConfigKey.address(host: external.address.host, port: external.address.port)
-                    if serviceAddresses[key] != nil { continue }
-                    if let address = try? SocketAddress.resolve(host: external.address.host, port: external.address.port).first {
-                        serviceAddresses[key] = address
-                    } else {
-                        OperationalLog.warning("external auth service did not resolve", ["url": external.url])
-                    }
-                }
-            }
-        }
-        metricsLayout = MetricsLayout(runtime: runtime)
+        serviceAddresses = Self.resolveServices(config)
+        let metricsLayout = MetricsLayout(runtime: runtime)
         var made: [Worker] = []
         for index in 0..<workerCount {
             do {
@@ -124,27 +115,172 @@ public final class ProxyServer: @unchecked Sendable {
             }
         }
         workers = made
-        let metricsOfWorkers = made.map(\.metrics)
-        let runtime = self.runtime
+        workerMetrics = made.map(\.metrics)
         do {
             admin = try AdminServer(address: config.admin.address, hooks: AdminServer.Hooks(
                 isReady: { [unowned self] in !isDraining },
-                metrics: {
-                    let shared = runtime.shared
+                metrics: { [unowned self] in
+                    let state = currentState()
+                    let shared = state.runtime.shared
                     let now = Sys.monotonicNanoseconds()
-                    return MetricsRenderer.render(metricsOfWorkers, version: OutriderVersion.current, reloadsOK: 0, reloadsError: 0,
+                    return MetricsRenderer.render(state.metrics, version: OutriderVersion.current,
+                                                  reloadsOK: state.reloadsOK, reloadsError: state.reloadsError,
                                                   endpointHealthy: { shared.isHealthy($0) && !shared.isEjected($0, now: now) })
                 },
-                config: { config.renderJSON() },
-                clusters: { Self.clustersJSON(runtime, metricsOfWorkers) },
-                drain: { [unowned self] in requestDrain(delay: config.drain.delay, reason: "POST /drain") }))
+                config: { [unowned self] in currentState().config.renderJSON() },
+                clusters: { [unowned self] in
+                    let state = currentState()
+                    return Self.clustersJSON(state.runtime, state.metrics)
+                },
+                drain: { [unowned self] in requestDrain(delay: currentState().config.drain.delay, reason: "POST /drain") }))
         } catch {
             throw .bind("admin: \(error.description)")
         }
     }
 
-    private let metricsLayout: MetricsLayout
-    private lazy var dnsRefresher = DNSRefresher(runtime: runtime)
+    private func currentState() -> (config: OutriderConfiguration, runtime: ProxyRuntime, metrics: [WorkerMetrics],
+                                    reloadsOK: UInt64, reloadsError: UInt64) {
+        pthread_mutex_lock(&stateLock)
+        defer { pthread_mutex_unlock(&stateLock) }
+        return (config, runtime, workerMetrics, reloadsOK, reloadsError)
+    }
+
+    /// One accept socket per worker for `listener` (SO_REUSEPORT); port 0 binds the first and
+    /// joins the others to the port the kernel picked.
+    private static func bind(_ listener: ListenerConfig, workerCount: Int) throws(StartError) -> (sockets: [Int32], bound: String) {
+        guard var address = SocketAddress.literal(host: listener.address.host, port: listener.address.port)
+                ?? (try? SocketAddress.resolve(host: listener.address.host, port: listener.address.port))?.first else {
+            throw .bind("listener \(listener.name): cannot resolve \(listener.address)")
+        }
+        var sockets: [Int32] = []
+        for worker in 0..<workerCount {
+            do {
+                let fd = try Listening.open(address)
+                sockets.append(fd)
+                if worker == 0, listener.address.port == 0, let bound = Sys.localAddress(fd) { address = bound }
+            } catch {
+                for fd in sockets { Sys.close(fd) }
+                throw .bind("listener \(listener.name): \(error.description)")
+            }
+        }
+        return (sockets, address.description)
+    }
+
+    /// Services filters call (external auth), resolved here, never on a loop.
+    private static func resolveServices(_ config: OutriderConfiguration) -> [String: SocketAddress] {
+        var addresses: [String: SocketAddress] = [:]
+        for listener in config.listeners {
+            for route in listener.routes {
+                for filter in route.filters {
+                    guard case .auth(let auth) = filter, let external = auth.external else { continue }
+                    let key = ConfigKey.address(host: external.address.host, port: external.address.port)
+                    if addresses[key] != nil { continue }
+                    if let address = try? SocketAddress.resolve(host: external.address.host, port: external.address.port).first {
+                        addresses[key] = address
+                    } else {
+                        OperationalLog.warning("external auth service did not resolve", ["url": external.url])
+                    }
+                }
+            }
+        }
+        return addresses
+    }
+
+    /// SIGHUP (SPEC §9): an invalid file keeps the running configuration (FILE:LINE:COL in the
+    /// log, counted as an error); a valid one is compiled here, off the loops, and handed to
+    /// every worker, which uses it for new requests at once — exchanges in flight finish on the
+    /// old. Listeners whose address stays keep their sockets (nothing is refused in between);
+    /// new ones are bound, removed ones stop accepting.
+    private func reload() {
+        guard let reloadConfiguration else {
+            OperationalLog.warning("SIGHUP: running without a config file; nothing to reload")
+            return
+        }
+        if isDraining {
+            OperationalLog.warning("SIGHUP ignored: draining")
+            return
+        }
+        let next: OutriderConfiguration
+        do {
+            next = try reloadConfiguration()
+        } catch {
+            reloadFailed(error.description)
+            return
+        }
+        let workerCount = workers.count
+        let nextRuntime: ProxyRuntime
+        do {
+            nextRuntime = try ProxyRuntime(config: next, workerCount: workerCount)
+        } catch {
+            reloadFailed(error.description)
+            return
+        }
+        var sockets = Array(repeating: [Int32](), count: workerCount)
+        var keys: [String] = []
+        var bound: [String] = []
+        var added: [Int32] = []
+        for listener in next.listeners {
+            let key = listener.address.description
+            if let kept = listenerKeys.firstIndex(of: key) {
+                for worker in 0..<workerCount { sockets[worker].append(listenerSockets[worker][kept]) }
+                bound.append(boundAddresses[kept])
+            } else {
+                do {
+                    let opened = try Self.bind(listener, workerCount: workerCount)
+                    for worker in 0..<workerCount { sockets[worker].append(opened.sockets[worker]) }
+                    added.append(contentsOf: opened.sockets)
+                    bound.append(opened.bound)
+                } catch {
+                    for fd in added { Sys.close(fd) }
+                    reloadFailed(error.description)
+                    return
+                }
+            }
+            keys.append(key)
+        }
+        for (setting, changed) in [("workers", next.workers != config.workers), ("admin", next.admin != config.admin),
+                                   ("access_log", next.accessLog != config.accessLog)] where changed {
+            OperationalLog.warning("reload: '\(setting)' changes take effect on restart")
+        }
+        let layout = MetricsLayout(runtime: nextRuntime)
+        let routings = workers.map { WorkerRouting(runtime: nextRuntime, metrics: WorkerMetrics(layout: layout), workerID: $0.id) }
+        let services = Self.resolveServices(next)
+        for fetcher in nextRuntime.jwksFetchers { fetcher.start() }
+        let nextDNS = DNSRefresher(runtime: nextRuntime)
+        do { try nextDNS.start() } catch { OperationalLog.error("dns refresher not started", ["error": error.description]) }
+
+        let previousRuntime = runtime
+        let previousDNS = dnsRefresher
+        pthread_mutex_lock(&stateLock)
+        config = next
+        runtime = nextRuntime
+        workerMetrics = routings.map(\.metrics)
+        listenerSockets = sockets
+        listenerKeys = keys
+        boundAddresses = bound
+        reloadsOK += 1
+        pthread_mutex_unlock(&stateLock)
+        dnsRefresher = nextDNS
+        serviceAddresses = services
+        for (worker, routing) in zip(workers, routings) {
+            let workerSockets = sockets[worker.id]
+            nonisolated(unsafe) let handOver = routing
+            worker.loop.post {
+                worker.filterState.subrequests = SubrequestClient(worker: worker, addresses: services)
+                worker.apply(handOver, sockets: workerSockets)
+            }
+        }
+        for fetcher in previousRuntime.jwksFetchers { fetcher.stop() }
+        previousDNS.stop()
+        OperationalLog.info("configuration reloaded", ["listeners": "\(next.listeners.count)", "clusters": "\(next.clusters.count)"])
+    }
+
+    private func reloadFailed(_ reason: String) {
+        pthread_mutex_lock(&stateLock)
+        reloadsError += 1
+        pthread_mutex_unlock(&stateLock)
+        OperationalLog.error("configuration reload failed; keeping the running configuration", ["error": reason])
+    }
     private var admin: AdminServer?
     private var drainRequested = false
 
@@ -231,7 +367,7 @@ public final class ProxyServer: @unchecked Sendable {
             case SIGINT:
                 requestDrain(delay: .zero, reason: "SIGINT")
             case SIGHUP:
-                OperationalLog.warning("SIGHUP: configuration reload is not supported yet; keeping the running configuration")
+                reload()
             default:
                 continue
             }
@@ -249,7 +385,7 @@ public final class ProxyServer: @unchecked Sendable {
     /// New connections are still accepted for `delay` (load balancers take time to notice),
     /// then every worker drains.
     private func startDrain(delay: Duration) {
-        let timeout = config.drain.timeout.nanoseconds
+        let timeout = currentState().config.drain.timeout.nanoseconds
         let delayNanos = delay.nanoseconds
         let workers = self.workers
         if delayNanos <= 0 {

@@ -25,6 +25,9 @@ final class ProxyRuntime: @unchecked Sendable {
     init(config: OutriderConfiguration, workerCount: Int) throws(FilterFactory.BuildError) {
         self.config = config
         self.workerCount = workerCount
+        let shared = SharedUpstreamState(endpointCount: config.clusters.reduce(0) { $0 + $1.endpoints.count },
+                                         clusterCount: config.clusters.count)
+        self.shared = shared
         var endpoints: [EndpointRuntime] = []
         var clusters: [ClusterRuntime] = []
         for (clusterIndex, cluster) in config.clusters.enumerated() {
@@ -34,11 +37,10 @@ final class ProxyRuntime: @unchecked Sendable {
                 endpoints.append(endpoint)
                 members.append(endpoint)
             }
-            clusters.append(try ClusterRuntime(index: clusterIndex, config: cluster, endpoints: members))
+            clusters.append(try ClusterRuntime(index: clusterIndex, config: cluster, endpoints: members, shared: shared))
         }
         self.clusters = clusters
         self.endpoints = endpoints
-        shared = SharedUpstreamState(endpointCount: endpoints.count, clusterCount: clusters.count)
         let build = FilterBuildContext()
         var listeners: [ListenerRuntime] = []
         for (index, listener) in config.listeners.enumerated() {
@@ -186,12 +188,15 @@ final class ClusterRuntime: @unchecked Sendable {
     let policy: ClusterPolicy
     let healthCheck: HealthCheckConfig?
     let dnsRefresh: Int64
+    /// Health, ejections and circuit-breaker counts of the configuration this cluster is part of.
+    let shared: SharedUpstreamState
     /// TLS origination (cluster `tls`); nil = cleartext.
     let tlsContext: TLSClientContext?
     /// The name sent and verified; nil = each endpoint's host.
     let tlsServerName: String?
 
-    init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime]) throws(FilterFactory.BuildError) {
+    init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime], shared: SharedUpstreamState) throws(FilterFactory.BuildError) {
+        self.shared = shared
         if let tls = config.tls {
             do {
                 tlsContext = try TLSClientContext(caPath: tls.ca, verify: tls.verify,

@@ -113,7 +113,10 @@ class SocketConnection: LoopHandler {
             case .complete:
                 let room = min(limit, buffer.writableBytes)
                 if room == 0 { return .full }
-                switch tls.readPlaintext(into: buffer.writePointer, capacity: room) {
+                let result = tls.readPlaintext(into: buffer.writePointer, capacity: room)
+                // Reading can produce records too (a TLS 1.3 key update's answer, an alert).
+                if tls.pendingCiphertextCount > 0 { worker.queueFlush(self) }
+                switch result {
                 case .bytes(let count):
                     buffer.writerIndex += count
                     readable = true
@@ -210,9 +213,14 @@ class SocketConnection: LoopHandler {
             }
         }
         var progressed = false
-        if tls.handshakeState == .complete, let buffer = outBuffer, !buffer.isEmpty,
-           tlsOut?.isEmpty ?? true, tls.pendingCiphertextCount == 0 {
-            let taken = tls.writePlaintext(buffer.readPointer, buffer.readableBytes)
+        while true {
+            let sent = sendTLSCiphertext(reportFailure: true)
+            if sent < 0 { return }
+            if sent > 0 { progressed = true }
+            // The socket is full: EPOLLOUT brings us back.
+            if !(tlsOut?.isEmpty ?? true) || tls.pendingCiphertextCount > 0 { break }
+            guard tls.handshakeState == .complete, let buffer = outBuffer, !buffer.isEmpty else { break }
+            let taken = tls.writePlaintext(buffer.readPointer, min(buffer.readableBytes, 64 * 1024))
             if taken < 0 {
                 tlsFailed = true
                 writeFailed = true
@@ -221,11 +229,9 @@ class SocketConnection: LoopHandler {
             }
             buffer.consume(taken)
             releaseOutputIfEmpty()
-            progressed = taken > 0
+            progressed = true
         }
-        let sent = sendTLSCiphertext(reportFailure: true)
-        if sent < 0 { return }
-        if progressed || sent > 0 {
+        if progressed {
             outputProgressed()
         } else if pendingOutput == 0 {
             outputIdle()
@@ -347,7 +353,8 @@ class SocketConnection: LoopHandler {
 /// A worker's accept socket for one listener.
 final class ListenerHandler: LoopHandler {
     private(set) var fd: Int32
-    let listener: ListenerRuntime
+    /// Replaced on a reload: new connections and new requests use the new listener settings.
+    var listener: ListenerRuntime
     unowned(unsafe) let worker: Worker
     private var activeConnections = 0
     private var pausedForLimit = false

@@ -31,15 +31,20 @@ final class UpstreamConnection: SocketConnection {
     /// DNS no longer returns is not reused.
     private(set) var addressGeneration: UInt64 = 0
 
+    /// The configuration this connection was made under (its pool, counters, endpoints).
+    private(set) var routing: WorkerRouting?
+
     private var endpointLabel: String {
-        endpointIndex >= 0 && endpointIndex < worker.runtime.endpoints.count ? worker.runtime.endpoints[endpointIndex].labelString : "?"
+        guard let runtime = routing?.runtime, endpointIndex >= 0, endpointIndex < runtime.endpoints.count else { return "?" }
+        return runtime.endpoints[endpointIndex].labelString
     }
 
     var isReusable: Bool { fd >= 0 && state == .pooled && !peerClosed && (inBuffer?.readableBytes ?? 0) == 0 }
 
-    func attach(_ downstream: DownstreamConnection, cluster: ClusterRuntime, reused: Bool) {
+    func attach(_ downstream: DownstreamConnection, cluster: ClusterRuntime, routing: WorkerRouting, reused: Bool) {
         self.downstream = downstream
         self.cluster = cluster
+        self.routing = routing
         self.reused = reused
         headPending = false
         headDone = false
@@ -47,7 +52,7 @@ final class UpstreamConnection: SocketConnection {
         receivedAnyByte = false
         paused = false
         closeAfterFlush = false
-        parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: worker.runtime.maxHeaderBytes, maxHeaders: worker.runtime.maxHeaders))
+        parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: routing.runtime.maxHeaderBytes, maxHeaders: routing.runtime.maxHeaders))
         if state == .pooled {
             state = .active
             worker.loop.setDeadline(self, 0)
@@ -62,7 +67,7 @@ final class UpstreamConnection: SocketConnection {
     /// at once (the downstream was told).
     func connect(to endpoint: EndpointRuntime, requestHead: ByteBuffer) -> Bool {
         endpointIndex = endpoint.index
-        guard let (address, generation) = worker.nextAddress(endpoint) else {
+        guard let (address, generation) = routing?.nextAddress(endpoint) else {
             fail(.upstreamConnect, connectFailure: true)
             return false
         }
@@ -101,8 +106,8 @@ final class UpstreamConnection: SocketConnection {
         state = .connecting
         countedOpen = true
         addressGeneration = generation
-        worker.metrics.add(worker.metrics.layout.upstreamActive + endpoint.index)
-        if let cluster { worker.runtime.shared.add(cluster: cluster.index, .connections, 1) }
+        if let routing { routing.metrics.add(routing.metrics.layout.upstreamActive + endpoint.index) }
+        if let cluster { cluster.shared.add(cluster: cluster.index, .connections, 1) }
         output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
         worker.loop.setDeadline(self, worker.loop.now + (cluster?.connectTimeout ?? 1_000_000_000))
         return true
@@ -333,11 +338,11 @@ final class UpstreamConnection: SocketConnection {
 
     func close() {
         guard state != .closed || fd >= 0 else { return }
-        if state == .pooled { worker.removeFromPool(self) }
+        if state == .pooled { routing?.removeFromPool(self) }
         if countedOpen {
             countedOpen = false
-            worker.metrics.subtract(worker.metrics.layout.upstreamActive + endpointIndex)
-            if let cluster { worker.runtime.shared.add(cluster: cluster.index, .connections, UInt64.max) }
+            if let routing { routing.metrics.subtract(routing.metrics.layout.upstreamActive + endpointIndex) }
+            if let cluster { cluster.shared.add(cluster: cluster.index, .connections, UInt64.max) }
         }
         state = .closed
         downstream = nil

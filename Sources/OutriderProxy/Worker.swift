@@ -14,7 +14,11 @@ import OutriderPosix
 final class Worker: @unchecked Sendable {
     let id: Int
     let loop: EventLoop
-    private(set) var runtime: ProxyRuntime
+    /// What this worker serves new requests with; replaced whole on a reload (SIGHUP). An
+    /// exchange keeps the routing it began with until it ends.
+    private(set) var routing: WorkerRouting
+    var runtime: ProxyRuntime { routing.runtime }
+    var metrics: WorkerMetrics { routing.metrics }
     let buffers: BufferPool
     let metaBuffers: BufferPool
     private var headerTables: [HeaderTable] = []
@@ -26,16 +30,6 @@ final class Worker: @unchecked Sendable {
     let accessLogFormat: AccessLogFormat
 
     private(set) var listeners: [ListenerHandler] = []
-    /// Idle keep-alive upstream connections per endpoint index, most recent last.
-    var idleUpstreams: [[UpstreamConnection]]
-    /// This worker's view of each cluster (by cluster index): who takes traffic, the balancer.
-    private(set) var snapshots: [ClusterSnapshot] = []
-    /// Requests this worker has in flight per endpoint index (least_request).
-    let activeRequests: UnsafeMutablePointer<Int>
-    /// Retry budgets per route (by the route's metrics index); each worker has its share.
-    var retryBudgets: [RetryBudgetWindow] = []
-    /// Each endpoint's addresses as this worker last read them, and where the rotation is.
-    private var addressCache: [(generation: UInt64, addresses: [SocketAddress], next: Int)]
     private var freeDownstreams: [DownstreamConnection] = []
     private var freeUpstreams: [UpstreamConnection] = []
     /// Connections with output to write at the end of this loop iteration.
@@ -57,18 +51,15 @@ final class Worker: @unchecked Sendable {
 
     /// Per-worker caches and the off-loop runner of the filters.
     let filterState: FilterWorkerState
-    /// This worker's counters (summed by the admin server on a scrape).
-    let metrics: WorkerMetrics
 
     init(id: Int, runtime: ProxyRuntime, listenerSockets: [Int32], accessLogSink: AccessLogSink?,
          accessLogFormat: AccessLogFormat, offLoopPool: OffLoopPool, serviceAddresses: [String: SocketAddress],
          metricsLayout: MetricsLayout,
          onStopped: @escaping @Sendable (Int) -> Void) throws(SystemError) {
         self.id = id
-        self.runtime = runtime
+        routing = WorkerRouting(runtime: runtime, metrics: WorkerMetrics(layout: metricsLayout), workerID: id)
         self.onStopped = onStopped
         loop = try EventLoop()
-        metrics = WorkerMetrics(layout: metricsLayout)
         filterState = FilterWorkerState(workerIndex: id, offLoop: WorkerOffLoopRunner(pool: offLoopPool, loop: loop))
         let bufferCapacity = max(64 * 1024, runtime.maxHeaderBytes) + 16 * 1024
         buffers = BufferPool(bufferCapacity: bufferCapacity, maxRetained: 256)
@@ -76,18 +67,6 @@ final class Worker: @unchecked Sendable {
         random = FastRandom(seed: Sys.randomSeed())
         accessLog = accessLogSink.map { AccessLogBatch(sink: $0) }
         self.accessLogFormat = accessLogFormat
-        idleUpstreams = Array(repeating: [], count: runtime.endpoints.count)
-        activeRequests = .allocate(capacity: max(1, runtime.endpoints.count))
-        activeRequests.initialize(repeating: 0, count: max(1, runtime.endpoints.count))
-        addressCache = Array(repeating: (UInt64.max, [], id), count: runtime.endpoints.count)
-        snapshots = runtime.clusters.map { ClusterSnapshot(cluster: $0, workerID: id) }
-        let workerCount = max(1, runtime.workerCount)
-        for listener in runtime.listeners {
-            for route in listener.routes {
-                retryBudgets.append(RetryBudgetWindow(ratio: route.retry.budgetRatio,
-                                                      minPerSecond: route.retry.budgetMinPerSecond / Double(workerCount)))
-            }
-        }
         flushQueue.reserveCapacity(1024)
         retryQueue.reserveCapacity(64)
         liveDownstreams.reserveCapacity(1024)
@@ -106,13 +85,7 @@ final class Worker: @unchecked Sendable {
 
     func run() {
         // Worker 0 runs the health checks: non-blocking, next to its own traffic.
-        if id == 0 {
-            let checker = HealthChecker(worker: self)
-            if !checker.isEmpty {
-                healthChecker = checker
-                checker.start(loop)
-            }
-        }
+        if id == 0 { startHealthChecks() }
         for listener in listeners { listener.acceptConnections() }
         loop.run()
         accessLog?.handOver()
@@ -204,47 +177,58 @@ final class Worker: @unchecked Sendable {
 
     // MARK: upstream pool
 
-    func takeIdleUpstream(_ endpoint: EndpointRuntime) -> UpstreamConnection? {
-        while let connection = idleUpstreams[endpoint.index].popLast() {
-            metrics.subtract(metrics.layout.upstreamIdle + endpoint.index)
-            if connection.isReusable && (!endpoint.isDNSName
-                || connection.addressGeneration == runtime.shared.load(endpoint.index, .addressGeneration)) {
-                return connection
-            }
-            connection.close()
-        }
-        return nil
-    }
-
-    /// The next address of `endpoint` to connect to (rotating over a DNS name's answers), with
-    /// the DNS generation it belongs to; nil when the name never resolved.
-    func nextAddress(_ endpoint: EndpointRuntime) -> (SocketAddress, UInt64)? {
-        let generation = runtime.shared.load(endpoint.index, .addressGeneration)
-        if addressCache[endpoint.index].generation != generation {
-            addressCache[endpoint.index].addresses = endpoint.currentAddresses()
-            addressCache[endpoint.index].generation = generation
-        }
-        let addresses = addressCache[endpoint.index].addresses
-        guard !addresses.isEmpty else { return nil }
-        let next = addressCache[endpoint.index].next
-        addressCache[endpoint.index].next = next &+ 1
-        return (addresses[next % addresses.count], generation)
-    }
-
+    /// Keeps `connection` for reuse when it belongs to the current routing (a connection made
+    /// under a configuration since replaced is closed instead).
     func returnToPool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {
-        guard !draining, idleUpstreams[connection.endpointIndex].count < cluster.maxIdlePerEndpoint else { return false }
-        idleUpstreams[connection.endpointIndex].append(connection)
-        metrics.add(metrics.layout.upstreamIdle + connection.endpointIndex)
-        return true
+        guard !draining, connection.routing === routing else { return false }
+        return routing.pool(connection, cluster: cluster)
     }
 
-    func removeFromPool(_ connection: UpstreamConnection) {
-        let index = connection.endpointIndex
-        guard index >= 0, index < idleUpstreams.count else { return }
-        if let position = idleUpstreams[index].lastIndex(where: { $0 === connection }) {
-            idleUpstreams[index].remove(at: position)
-            metrics.subtract(metrics.layout.upstreamIdle + index)
+    // MARK: reload
+
+    /// Worker 0 runs the health checks of the current configuration: non-blocking, next to its
+    /// own traffic.
+    private func startHealthChecks() {
+        healthChecker?.stop(loop)
+        healthChecker = nil
+        let checker = HealthChecker(worker: self, routing: routing)
+        if !checker.isEmpty {
+            healthChecker = checker
+            checker.start(loop)
         }
+    }
+
+    /// Switches to a reloaded configuration (on this worker's thread). New requests — on new
+    /// and existing connections — use it at once; exchanges in flight finish on the old one.
+    /// `sockets` has one accept socket per listener of the new configuration: the same
+    /// descriptor for a listener kept, a new one for a listener added; listeners removed stop
+    /// accepting here (their connections finish).
+    func apply(_ next: WorkerRouting, sockets: [Int32]) {
+        let previous = routing
+        routing = next
+        previous.closeIdleConnections()
+        var handlers: [ListenerHandler] = []
+        for (index, fd) in sockets.enumerated() {
+            let listenerRuntime = next.runtime.listeners[index]
+            if let existing = listeners.first(where: { $0.fd == fd }) {
+                existing.listener = listenerRuntime
+                handlers.append(existing)
+            } else {
+                let handler = ListenerHandler(fd: fd, listener: listenerRuntime, worker: self)
+                if loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered) < 0 {
+                    OperationalLog.error("listener not registered after reload", ["listener": listenerRuntime.config.name])
+                    continue
+                }
+                handlers.append(handler)
+                if !draining { handler.acceptConnections() }
+            }
+        }
+        for handler in listeners where !handlers.contains(where: { $0 === handler }) { handler.close() }
+        listeners = handlers
+        if draining { for handler in listeners { handler.close() } }
+        // Open connections move to the new counters under their listener's new index.
+        for connection in liveDownstreams { connection.adoptRouting(next) }
+        if id == 0 { startHealthChecks() }
     }
 
     // MARK: lifecycle
@@ -256,7 +240,7 @@ final class Worker: @unchecked Sendable {
         draining = true
         drainDeadline = loop.now + timeout
         for listener in listeners { listener.close() }
-        for pool in idleUpstreams { for connection in pool { connection.close() } }
+        routing.closeIdleConnections()
         for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
         ticker.want(drainDeadline, loop)
         if downstreamCount == 0 { finishDrain() }
@@ -292,4 +276,89 @@ final class WorkerTicker: LoopHandler {
         if deadline == 0 || at < deadline { loop.setDeadline(self, at) }
     }
     override func deadlineReached(now: Int64) { worker?.tick(now: now) }
+}
+
+/// One worker's state for one configuration: the compiled runtime, counters, cluster
+/// snapshots, in-flight counts, retry budgets, DNS address cache and idle upstream pools. A
+/// reload gives the worker a new one; exchanges that began on the old keep it until they end.
+final class WorkerRouting {
+    let runtime: ProxyRuntime
+    /// This worker's counters for this configuration (summed by the admin server on a scrape).
+    let metrics: WorkerMetrics
+    /// This worker's view of each cluster (by cluster index): who takes traffic, the balancer.
+    let snapshots: [ClusterSnapshot]
+    /// Requests in flight per endpoint index (least_request).
+    let activeRequests: UnsafeMutablePointer<Int>
+    /// Retry budgets per route (by the route's metrics index); each worker has its share.
+    var retryBudgets: [RetryBudgetWindow] = []
+    /// Idle keep-alive upstream connections per endpoint index, most recent last.
+    private var idleUpstreams: [[UpstreamConnection]]
+    /// Each endpoint's addresses as last read, and where the rotation is.
+    private var addressCache: [(generation: UInt64, addresses: [SocketAddress], next: Int)]
+
+    init(runtime: ProxyRuntime, metrics: WorkerMetrics, workerID: Int) {
+        self.runtime = runtime
+        self.metrics = metrics
+        snapshots = runtime.clusters.map { ClusterSnapshot(cluster: $0, workerID: workerID) }
+        activeRequests = .allocate(capacity: max(1, runtime.endpoints.count))
+        activeRequests.initialize(repeating: 0, count: max(1, runtime.endpoints.count))
+        idleUpstreams = Array(repeating: [], count: runtime.endpoints.count)
+        addressCache = Array(repeating: (UInt64.max, [], workerID), count: runtime.endpoints.count)
+        let workerCount = max(1, runtime.workerCount)
+        for listener in runtime.listeners {
+            for route in listener.routes {
+                retryBudgets.append(RetryBudgetWindow(ratio: route.retry.budgetRatio,
+                                                      minPerSecond: route.retry.budgetMinPerSecond / Double(workerCount)))
+            }
+        }
+    }
+
+    deinit { activeRequests.deallocate() }
+
+    func takeIdleUpstream(_ endpoint: EndpointRuntime) -> UpstreamConnection? {
+        while let connection = idleUpstreams[endpoint.index].popLast() {
+            metrics.subtract(metrics.layout.upstreamIdle + endpoint.index)
+            if connection.isReusable && (!endpoint.isDNSName
+                || connection.addressGeneration == runtime.shared.load(endpoint.index, .addressGeneration)) {
+                return connection
+            }
+            connection.close()
+        }
+        return nil
+    }
+
+    fileprivate func pool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {
+        guard idleUpstreams[connection.endpointIndex].count < cluster.maxIdlePerEndpoint else { return false }
+        idleUpstreams[connection.endpointIndex].append(connection)
+        metrics.add(metrics.layout.upstreamIdle + connection.endpointIndex)
+        return true
+    }
+
+    func removeFromPool(_ connection: UpstreamConnection) {
+        let index = connection.endpointIndex
+        guard index >= 0, index < idleUpstreams.count else { return }
+        if let position = idleUpstreams[index].lastIndex(where: { $0 === connection }) {
+            idleUpstreams[index].remove(at: position)
+            metrics.subtract(metrics.layout.upstreamIdle + index)
+        }
+    }
+
+    func closeIdleConnections() {
+        for pool in idleUpstreams { for connection in pool { connection.close() } }
+    }
+
+    /// The next address of `endpoint` to connect to (rotating over a DNS name's answers), with
+    /// the DNS generation it belongs to; nil when the name never resolved.
+    func nextAddress(_ endpoint: EndpointRuntime) -> (SocketAddress, UInt64)? {
+        let generation = runtime.shared.load(endpoint.index, .addressGeneration)
+        if addressCache[endpoint.index].generation != generation {
+            addressCache[endpoint.index].addresses = endpoint.currentAddresses()
+            addressCache[endpoint.index].generation = generation
+        }
+        let addresses = addressCache[endpoint.index].addresses
+        guard !addresses.isEmpty else { return nil }
+        let next = addressCache[endpoint.index].next
+        addressCache[endpoint.index].next = next &+ 1
+        return (addresses[next % addresses.count], generation)
+    }
 }

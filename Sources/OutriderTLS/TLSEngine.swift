@@ -3,9 +3,9 @@
 import COpenSSL
 import Glibc
 
-public enum TLSHandshakeState: Equatable { case inProgress, complete, failed }
+public enum TLSHandshakeState: Equatable, Sendable { case inProgress, complete, failed }
 
-public enum TLSReadResult: Equatable {
+public enum TLSReadResult: Equatable, Sendable {
     /// Plaintext bytes written into the destination.
     case bytes(Int)
     /// Feed more ciphertext (and send any pending ciphertext).
@@ -27,10 +27,24 @@ public final class TLSEngine {
     /// callback. 0 is OpenSSL's own "app data" slot, reserved in every process.
     static let engineExDataIndex: Int32 = 0
     /// A memory BIO keeps its peak allocation forever; once drained, one holding more than
-    /// this is replaced by an empty one so that a burst (a 1 MiB write, a 64 KiB socket read)
-    /// does not stay allocated for the life of an idle keep-alive connection. Above the usual
-    /// request or response flight, so steady traffic does not churn BIOs.
-    static let retainedBufferLimit = 16 * 1024 + 1024
+    /// this is replaced by an empty one, so that a burst (a 1 MiB write, a 64 KiB socket read)
+    /// does not stay allocated for the life of an idle keep-alive connection. Typical request
+    /// and response heads stay under it and reuse their buffer; bigger transfers pay a BIO
+    /// free/new per drain, small next to encrypting what filled it.
+    static let retainedBufferLimit = 4 * 1024
+    /// Whether `SSL_free_buffers` may be called on an idle connection: before 3.0.14, 3.1.6,
+    /// 3.2.2 and 3.3.1 it could free a buffer holding a partial record (CVE-2024-4741).
+    static let freeingIdleBuffersIsSafe: Bool = {
+        let version = OpenSSL_version_num()
+        let major = version >> 28, minor = (version >> 20) & 0xff, patch = (version >> 4) & 0xff
+        switch (major, minor) {
+        case (3, 0): return patch >= 14
+        case (3, 1): return patch >= 6
+        case (3, 2): return patch >= 2
+        case (3, 3): return patch >= 1
+        default: return major >= 3
+        }
+    }()
 
     private let ssl: OpaquePointer
     private var readBIO: OpaquePointer
@@ -174,7 +188,8 @@ public final class TLSEngine {
     }
 
     /// Advances the handshake (call after receiving; a client calls it once first to produce
-    /// its ClientHello).
+    /// its ClientHello). Once it answers `.complete`, call `readPlaintext` too: the peer's first
+    /// application data may have come with its last handshake flight.
     public func advanceHandshake() -> TLSHandshakeState {
         guard handshakeState == .inProgress else { return handshakeState }
         ERR_clear_error()
@@ -227,6 +242,14 @@ public final class TLSEngine {
             break
         }
         releaseDrainedInputBuffer()
+        if total < capacity, !receivedCloseNotify, !readFailed, Self.freeingIdleBuffersIsSafe,
+           BIO_ctrl_pending(readBIO) == 0 {
+            // Waiting for input. SSL_MODE_RELEASE_BUFFERS frees the 16.5 KiB record buffer only
+            // after application data; after a read that found nothing, or after post-handshake
+            // messages (a TLS 1.3 client's session tickets), OpenSSL keeps it. Nothing is in it
+            // (SSL_free_buffers refuses when something is), so give it back.
+            _ = SSL_free_buffers(ssl)
+        }
         if total > 0 { return .bytes(total) }
         if readFailed { return .failed }
         if receivedCloseNotify { return .closed }
@@ -274,15 +297,17 @@ public final class TLSEngine {
 
     /// Replaces an empty read BIO whose buffer grew past `retainedBufferLimit`.
     private func releaseDrainedInputBuffer() {
-        guard coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
-              BIO_ctrl_pending(readBIO) == 0, let fresh = BIO_new(BIO_s_mem()) else { return }
+        // Emptiness first: asking a memory BIO for its buffer first moves the unread bytes to
+        // its front, which would cost a memmove per read while a large input is consumed.
+        guard BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
+              let fresh = BIO_new(BIO_s_mem()) else { return }
         // SSL_set0_rbio frees the old BIO (the SSL owns it).
         SSL_set0_rbio(ssl, fresh)
         readBIO = fresh
     }
 
     /// Replaces an empty write BIO whose buffer grew past `retainedBufferLimit`. Only after the
-    /// handshake: during it OpenSSL stacks a buffering BIO on the write BIO.
+    /// handshake: during it OpenSSL stacks a buffering BIO on the write BIO. Called when empty.
     private func releaseDrainedOutputBuffer() {
         guard handshakeState == .complete, coutrider_bio_mem_capacity(writeBIO) > Self.retainedBufferLimit,
               let fresh = BIO_new(BIO_s_mem()) else { return }
@@ -355,12 +380,17 @@ public final class TLSEngine {
         }
         let verifyResult = SSL_get_verify_result(ssl)
         if verifyResult != Int(X509_V_OK), let text = X509_verify_cert_error_string(verifyResult) {
-            var verification = "certificate verification failed: \(String(cString: text))"
+            // OpenSSL's own entry says only "certificate verify failed"; say what failed.
+            var verification = "certificate verify failed: \(String(cString: text))"
             if verifyResult == Int(X509_V_ERR_HOSTNAME_MISMATCH) || verifyResult == Int(X509_V_ERR_IP_ADDRESS_MISMATCH),
                let verifiedName {
                 verification += " (expected \(verifiedName))"
             }
-            reasons.append(verification)
+            if let index = reasons.firstIndex(of: "certificate verify failed") {
+                reasons[index] = verification
+            } else {
+                reasons.append(verification)
+            }
         }
         if reasons.isEmpty {
             switch error {

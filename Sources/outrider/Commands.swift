@@ -31,9 +31,23 @@ struct ConfigOptions: ParsableArguments {
 
     /// Loads the file (or the zero-config default) and applies the flags; exits 1 with the
     /// problem named when anything is wrong.
+    /// The config file in use: `--config`, else `OUTRIDER_CONFIG`; nil = zero-config.
+    var configPath: String? {
+        config ?? processEnvironment()["OUTRIDER_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Reads the file again with the same flags on top (SIGHUP); nil without a file.
+    func reloader() -> (@Sendable () throws(ConfigErrors) -> OutriderConfiguration)? {
+        guard let path = configPath else { return nil }
+        let overrides = makeOverrides()
+        return { () throws(ConfigErrors) -> OutriderConfiguration in
+            try ConfigLoader.load(path: path, environment: processEnvironment()).applying(overrides)
+        }
+    }
+
     func loadConfiguration() -> OutriderConfiguration {
         let environment = processEnvironment()
-        let path = config ?? environment["OUTRIDER_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = configPath
         var loaded: OutriderConfiguration
         if let path {
             do {
@@ -45,6 +59,10 @@ struct ConfigOptions: ParsableArguments {
         } else {
             loaded = ConfigLoader.zeroConfig()
         }
+        return loaded.applying(makeOverrides())
+    }
+
+    private func makeOverrides() -> ConfigOverrides {
         var overrides = ConfigOverrides()
         if let listen {
             guard let address = ConfigLoader.parseAddress(listen) else { fail("--listen: invalid address '\(listen)' (expected HOST:PORT)") }
@@ -73,8 +91,7 @@ struct ConfigOptions: ParsableArguments {
             }
             overrides.logLevel = level
         }
-        loaded = loaded.applying(overrides)
-        return loaded
+        return overrides
     }
 }
 
@@ -87,7 +104,7 @@ struct Run: ParsableCommand {
         OperationalLog.minimumLevel = OperationalLog.Level(configuration.logLevel)
         let server: ProxyServer
         do {
-            server = try ProxyServer(config: configuration)
+            server = try ProxyServer(config: configuration, reload: options.reloader())
         } catch {
             OperationalLog.error("start failed", ["error": error.description])
             printError(error.description)
