@@ -339,11 +339,156 @@ public enum Sys {
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
+    // MARK: child processes
+
+    /// Runs a program to completion, blocking (command-line tools only, never an event loop):
+    /// `arguments[0]` is looked up in `PATH` (posix_spawnp), `input` is written to its stdin,
+    /// which is then closed, and its stdout and stderr are collected (each up to `outputLimit`
+    /// bytes; the rest is read and dropped so the child never blocks on a full pipe). The child
+    /// gets this process's environment, the default SIGPIPE disposition and an empty signal
+    /// mask. A child that exits without reading all of `input` is not an error here, but the
+    /// caller must ignore SIGPIPE (`ignoreSIGPIPE`) or that write would kill the caller.
+    /// Throws when the program cannot be started (the errno text names why, e.g. ENOENT).
+    public static func runProcess(_ arguments: [String], input: [UInt8] = [],
+                                  outputLimit: Int = 1 << 20) throws(SystemError) -> ProcessResult {
+        precondition(!arguments.isEmpty, "runProcess needs a program name")
+        var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
+        func closeAll() { for fd in stdinPipe + stdoutPipe + stderrPipe where fd >= 0 { Glibc.close(fd) } }
+        for index in 0..<3 {
+            var fds: [Int32] = [-1, -1]
+            if pipe2(&fds, O_CLOEXEC) != 0 {
+                let code = errno
+                closeAll()
+                throw SystemError("pipe2", code: code)
+            }
+            switch index {
+            case 0: stdinPipe = fds
+            case 1: stdoutPipe = fds
+            default: stderrPipe = fds
+            }
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // dup2 clears close-on-exec on the copies; the originals all close at exec.
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGPIPE)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        argv.append(nil)
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, environ)
+        // The child's ends belong to the child now (or to nobody, on failure).
+        Glibc.close(stdinPipe[0]); stdinPipe[0] = -1
+        Glibc.close(stdoutPipe[1]); stdoutPipe[1] = -1
+        Glibc.close(stderrPipe[1]); stderrPipe[1] = -1
+        if spawned != 0 {
+            closeAll()
+            throw SystemError(arguments[0], code: spawned)
+        }
+
+        // Feed stdin and drain stdout/stderr together, so neither side waits on a full pipe.
+        var writeFD = stdinPipe[1], outFD = stdoutPipe[0], errFD = stderrPipe[0]
+        stdinPipe[1] = -1; stdoutPipe[0] = -1; stderrPipe[0] = -1
+        if input.isEmpty { Glibc.close(writeFD); writeFD = -1 }
+        for fd in [writeFD, outFD, errFD] where fd >= 0 { setNonBlocking(fd) }
+        var result = ProcessResult()
+        var written = 0
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while writeFD >= 0 || outFD >= 0 || errFD >= 0 {
+            var entries = [
+                pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0),
+                pollfd(fd: outFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: errFD, events: Int16(POLLIN), revents: 0),
+            ]  // negative descriptors are ignored by poll
+            let ready = poll(&entries, 3, -1)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if writeFD >= 0, entries[0].revents != 0 {
+                let count = input.withUnsafeBytes { raw in
+                    retryingEINTR { Glibc.write(writeFD, raw.baseAddress! + written, raw.count - written) }
+                }
+                if count > 0 { written += count }
+                // Done, or the child closed its stdin (EPIPE): either way no more input.
+                if written == input.count || (count < 0 && count != wouldBlock) {
+                    Glibc.close(writeFD); writeFD = -1
+                }
+            }
+            for (slot, isOut) in [(1, true), (2, false)] where entries[slot].revents != 0 {
+                let fd = isOut ? outFD : errFD
+                let count = chunk.withUnsafeMutableBytes { raw in retryingEINTR { Glibc.read(fd, raw.baseAddress, raw.count) } }
+                if count > 0 {
+                    if isOut {
+                        result.stdout.append(contentsOf: chunk[0..<min(count, max(0, outputLimit - result.stdout.count))])
+                    } else {
+                        result.stderr.append(contentsOf: chunk[0..<min(count, max(0, outputLimit - result.stderr.count))])
+                    }
+                } else if count == 0 || count != wouldBlock {
+                    Glibc.close(fd)
+                    if isOut { outFD = -1 } else { errFD = -1 }
+                }
+            }
+        }
+        for fd in [writeFD, outFD, errFD] where fd >= 0 { Glibc.close(fd) }
+
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { throw SystemError("waitpid \(arguments[0])", code: errno) }
+        }
+        // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import (they are macros).
+        if status & 0x7f == 0 {
+            result.exitStatus = (status >> 8) & 0xff
+        } else {
+            result.signal = status & 0x7f
+        }
+        return result
+    }
+
     public static func raiseFileLimit() {
         var limit = rlimit()
         if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max
             _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         }
+    }
+}
+
+/// How a child process ended, and what it wrote.
+public struct ProcessResult: Sendable, Equatable {
+    /// The exit status when it exited; nil when a signal ended it.
+    public var exitStatus: Int32? = nil
+    /// The signal that ended it, if one did.
+    public var signal: Int32? = nil
+    public var stdout: [UInt8] = []
+    public var stderr: [UInt8] = []
+
+    public init() {}
+
+    /// Exited with status 0.
+    public var succeeded: Bool { exitStatus == 0 }
+
+    /// "exit status N" or "killed by signal N (NAME)".
+    public var statusDescription: String {
+        if let exitStatus { return "exit status \(exitStatus)" }
+        let number = signal ?? 0
+        if let name = strsignal(number) { return "killed by signal \(number) (\(String(cString: name)))" }
+        return "killed by signal \(number)"
     }
 }

@@ -9,7 +9,7 @@ struct OutriderCommand: ParsableCommand {
         commandName: "outrider",
         abstract: "A lightweight sidecar reverse proxy: sidecar-proxy, auth-container and ambassador in one binary.",
         version: "outrider \(OutriderVersion.current)",
-        subcommands: [Run.self, Validate.self, PrintConfig.self, Version.self],
+        subcommands: [Run.self, Validate.self, PrintConfig.self, Version.self, Iptables.self],
         defaultSubcommand: Run.self
     )
 }

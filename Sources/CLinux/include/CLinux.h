@@ -23,8 +23,12 @@
 #include <time.h>
 #include <string.h>
 #include <linux/netfilter_ipv4.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <poll.h>
 
 extern int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+extern int pipe2(int pipefd[2], int flags);
 
 // GNU-only helpers, implemented in shim.c where _GNU_SOURCE is defined.
 int clinux_cpu_count_allowed(void);
