@@ -8,8 +8,11 @@ final class AccessLogSink: @unchecked Sendable {
     static let batchCapacity = 64 * 1024
     private static let maxQueuedBatches = 64
 
-    private let fd: Int32
+    private var fd: Int32
     private let closeOnExit: Bool
+    /// The file a `path: FILE` log appends to (reopened on SIGUSR1); nil for stdout/stderr.
+    private let path: String?
+    private var reopenWanted = false
     private var lock = pthread_mutex_t()
     private var ready = pthread_cond_t()
     private var queue: [ByteBuffer] = []
@@ -20,9 +23,10 @@ final class AccessLogSink: @unchecked Sendable {
 
     /// `batches`: buffers made up front, so handing a batch over allocates nothing unless the
     /// log thread falls that many batches behind.
-    init(fd: Int32, closeOnExit: Bool, batches: Int) {
+    init(fd: Int32, closeOnExit: Bool, batches: Int, path: String? = nil) {
         self.fd = fd
         self.closeOnExit = closeOnExit
+        self.path = path
         self.spareLimit = batches
         pthread_mutex_init(&lock, nil)
         pthread_cond_init(&ready, nil)
@@ -35,6 +39,30 @@ final class AccessLogSink: @unchecked Sendable {
 
     func start() throws(SystemError) {
         thread = try OSThread.start(name: "outrider-log") { [self] in run() }
+    }
+
+    /// SIGUSR1 (log rotation): the log thread opens the path again, between two batches, so
+    /// lines after the rename go to the new file and none is lost or split.
+    func reopen() {
+        guard path != nil else { return }
+        pthread_mutex_lock(&lock)
+        reopenWanted = true
+        pthread_cond_signal(&ready)
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// With `lock` held, on the log thread.
+    private func reopenFile() {
+        guard let path else { return }
+        do {
+            let next = try Sys.openAppend(path)
+            let previous = fd
+            fd = next
+            Sys.close(previous)
+            OperationalLog.info("access log reopened", ["path": path])
+        } catch {
+            OperationalLog.error("access log not reopened; still writing to the old file", ["path": path, "error": error.description])
+        }
     }
 
     /// Hands a filled batch over; returns an empty one to keep filling.
@@ -56,8 +84,13 @@ final class AccessLogSink: @unchecked Sendable {
     private func run() {
         pthread_mutex_lock(&lock)
         while true {
-            while queue.isEmpty && !stopping { pthread_cond_wait(&ready, &lock) }
+            while queue.isEmpty && !stopping && !reopenWanted { pthread_cond_wait(&ready, &lock) }
             if queue.isEmpty && stopping { break }
+            if reopenWanted {
+                reopenWanted = false
+                reopenFile()
+            }
+            if queue.isEmpty { continue }
             let batch = queue.removeFirst()
             pthread_mutex_unlock(&lock)
             Sys.writeAll(fd, batch.readPointer, batch.readableBytes)

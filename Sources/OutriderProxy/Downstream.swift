@@ -128,6 +128,8 @@ final class DownstreamConnection: SocketConnection {
     private var clientIdentity: [UInt8]?
 
     var inTunnel: Bool { phase == .tunnel }
+    /// Accepted on an outbound listener (the app's own calls).
+    var isOutbound: Bool { listener?.listener.config.direction == .outbound }
 
     override func tlsHandshakeCompleted() {
         clientIdentity = tls?.peerIdentity.map { Array($0.utf8) }
@@ -941,7 +943,7 @@ final class DownstreamConnection: SocketConnection {
         let clientIsHTTP11 = requestMinorVersion == 1
         let chunkedToClient = clientIsHTTP11 && (framing == .chunked || framing == .untilClose)
         if !clientIsHTTP11 && (framing == .chunked || framing == .untilClose) { keepAlive = false }
-        if worker.draining { keepAlive = false }
+        if worker.isDraining(listener?.listener) { keepAlive = false }
         if !requestBody.isDone { keepAlive = false }
 
         let base = UnsafePointer(source.base)
@@ -1043,7 +1045,7 @@ final class DownstreamConnection: SocketConnection {
     /// The whole response has been handed to the client's output.
     func responseComplete(upstreamReusable: Bool) {
         finishExchange(reusableUpstream: upstreamReusable && requestBody.isDone)
-        if keepAlive && !worker.draining {
+        if keepAlive && !worker.isDraining(listener?.listener) {
             phase = .waitingHead
             headStartedAt = worker.loop.now
             armDeadline()
@@ -1352,7 +1354,7 @@ final class DownstreamConnection: SocketConnection {
             out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
             out.append("\r\n")
         }
-        let closing = closeAfter || !keepAlive || worker.draining
+        let closing = closeAfter || !keepAlive || worker.isDraining(listener?.listener)
         if closing { out.append("connection: close\r\n") }
         out.append("\r\n")
         if requestMethod != .head || !exchangeActive {

@@ -94,7 +94,8 @@ public final class ProxyServer: @unchecked Sendable {
             case .stderr: accessLogSink = AccessLogSink(fd: 2, closeOnExit: false, batches: 4 * workerCount)
             case .file(let path):
                 do {
-                    accessLogSink = AccessLogSink(fd: try Sys.openAppend(path), closeOnExit: true, batches: 4 * workerCount)
+                    accessLogSink = AccessLogSink(fd: try Sys.openAppend(path), closeOnExit: true, batches: 4 * workerCount,
+                                                  path: path)
                 } catch {
                     throw .system("access_log: \(error.description)")
                 }
@@ -368,6 +369,9 @@ public final class ProxyServer: @unchecked Sendable {
                 requestDrain(delay: .zero, reason: "SIGINT")
             case SIGHUP:
                 reload()
+            case SIGUSR1:
+                // Log rotation (the wake-up after the last worker stopped was handled above).
+                accessLogSink?.reopen()
             default:
                 continue
             }

@@ -43,6 +43,7 @@ final class Worker: @unchecked Sendable {
     /// Open client connections (swap-remove by each connection's `liveIndex`).
     private(set) var liveDownstreams: [DownstreamConnection] = []
     private(set) var draining = false
+    private var inboundDrained = false
     private var drainDeadline: Int64 = 0
     private let ticker = WorkerTicker()
     private var healthChecker: HealthChecker?
@@ -127,7 +128,9 @@ final class Worker: @unchecked Sendable {
         connection.listener?.connectionClosed()
         connection.listener = nil
         if freeDownstreams.count < 1024 { freeDownstreams.append(connection) }
-        if draining && downstreamCount == 0 { finishDrain() }
+        if draining {
+            if downstreamCount == 0 { finishDrain() } else if !inboundDrained { drainOutboundWhenInboundDone() }
+        }
     }
 
     func makeUpstream() -> UpstreamConnection {
@@ -239,11 +242,26 @@ final class Worker: @unchecked Sendable {
         guard !draining else { return }
         draining = true
         drainDeadline = loop.now + timeout
+        // Outbound listeners (the app's own calls) keep serving until the inbound side has
+        // drained, so the app can finish the requests it is answering (SPEC §9).
+        for listener in listeners where listener.listener.config.direction == .inbound { listener.close() }
+        for connection in liveDownstreams where connection.isIdleBetweenRequests && !connection.isOutbound { connection.close() }
+        ticker.want(drainDeadline, loop)
+        if downstreamCount == 0 { finishDrain() } else { drainOutboundWhenInboundDone() }
+    }
+
+    /// True while `listener`'s connections are being drained: inbound ones from the start of
+    /// the drain, outbound ones once no inbound connection is left.
+    func isDraining(_ listener: ListenerRuntime?) -> Bool {
+        draining && (inboundDrained || listener?.config.direction != .outbound)
+    }
+
+    private func drainOutboundWhenInboundDone() {
+        guard !inboundDrained, !liveDownstreams.contains(where: { !$0.isOutbound }) else { return }
+        inboundDrained = true
         for listener in listeners { listener.close() }
         routing.closeIdleConnections()
         for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
-        ticker.want(drainDeadline, loop)
-        if downstreamCount == 0 { finishDrain() }
     }
 
     func tick(now: Int64) {
