@@ -250,8 +250,8 @@ struct ConfigurationBuilder {
         if let node = fields.value("protocols"), let protocols = listenerProtocols(node, tls: tlsNode != nil) {
             config.protocols = protocols
         }
-        if let node = fields.value("original_destination"), session.bool(node, key: "original_destination") == true {
-            session.report("'original_destination: true' is not supported yet", at: fields.keyNode("original_destination") ?? node)
+        if let node = fields.value("original_destination"), let value = session.bool(node, key: "original_destination") {
+            config.originalDestination = value
         }
         if let node = fields.value("limits") { config.limits = limits(node) }
         if let node = fields.value("timeouts") { config.timeouts = timeouts(node) }

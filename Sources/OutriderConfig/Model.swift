@@ -157,6 +157,9 @@ public struct ListenerConfig: Sendable, Equatable {
     public var routes: [RouteConfig]
     /// SPEC §2 listener `tls`: terminate TLS; nil = cleartext.
     public var tls: ListenerTLSConfig? = nil
+    /// Forward to the address the connection had before an iptables REDIRECT (SO_ORIGINAL_DST)
+    /// instead of the route's cluster endpoints (transparent interception).
+    public var originalDestination: Bool = false
 }
 
 // MARK: TLS (SPEC §2)

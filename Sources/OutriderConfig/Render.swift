@@ -82,7 +82,7 @@ enum ConfigTree {
         // Absent means cleartext.
         if let tls = listener.tls { fields.append(("tls", listenerTLS(tls))) }
         fields += [
-            ("original_destination", .bool(false)),
+            ("original_destination", .bool(listener.originalDestination)),
             ("limits", .mapping([
                 ("max_connections", .number(listener.limits.maxConnections)),
                 ("max_header_bytes", size(Int64(listener.limits.maxHeaderBytes))),

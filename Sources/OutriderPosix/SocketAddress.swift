@@ -72,6 +72,12 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var peer: PeerAddress { PeerAddress(self) }
     public var description: String { peer.description }
+    /// The IP alone, as text (no port, no brackets).
+    public var ipString: String {
+        let buffer = ByteBuffer(capacity: 64)
+        peer.appendIP(to: buffer)
+        return String(decoding: buffer.readableArray(), as: UTF8.self)
+    }
 }
 
 /// A compact peer address kept per connection (24 bytes, not a 128-byte sockaddr_storage).

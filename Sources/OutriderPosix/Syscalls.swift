@@ -131,11 +131,12 @@ public enum Sys {
     }
 
     /// The address a connection was sent to before an iptables REDIRECT (transparent mode).
-    public static func originalDestination(_ fd: Int32) -> SocketAddress? {
+    /// `ipv6`: the socket is AF_INET6 (ip6tables keeps the address under SOL_IPV6, same option).
+    public static func originalDestination(_ fd: Int32, ipv6: Bool = false) -> SocketAddress? {
         var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        var length = socklen_t(ipv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
         let result = withUnsafeMutablePointer(to: &storage) {
-            getsockopt(fd, Int32(SOL_IP), SO_ORIGINAL_DST, $0, &length)
+            getsockopt(fd, ipv6 ? Int32(IPPROTO_IPV6) : Int32(SOL_IP), SO_ORIGINAL_DST, $0, &length)
         }
         return result == 0 ? SocketAddress(storage: storage, length: length) : nil
     }

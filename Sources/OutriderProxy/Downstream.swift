@@ -128,6 +128,14 @@ final class DownstreamConnection: SocketConnection {
     private var clientIdentity: [UInt8]?
 
     var inTunnel: Bool { phase == .tunnel }
+    /// Transparent mode: where the client's connection was going before iptables redirected it
+    /// here; nil when the listener does not use `original_destination` or it was not redirected.
+    private var originalDestination: SocketAddress?
+    /// The upstream connection to `originalDestination`, kept between requests, and its serial
+    /// when it was kept (a different serial: it was closed and may serve someone else now).
+    private var keptUpstream: UpstreamConnection?
+    private var keptUpstreamSerial: UInt64 = 0
+
     /// Accepted on an outbound listener (the app's own calls).
     var isOutbound: Bool { listener?.listener.config.direction == .outbound }
 
@@ -160,6 +168,12 @@ final class DownstreamConnection: SocketConnection {
         readable = false
         writable = false
         clientIdentity = nil
+        originalDestination = nil
+        if listener.listener.config.originalDestination,
+           let destination = Sys.originalDestination(fd, ipv6: peer.isIPv6),
+           let local = Sys.localAddress(fd), destination.description != local.description {
+            originalDestination = destination
+        }
         if let context = listener.listener.tlsContext {
             do {
                 tls = try TLSEngine(server: context)
@@ -193,6 +207,10 @@ final class DownstreamConnection: SocketConnection {
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
+        if let kept = keptUpstream {
+            keptUpstream = nil
+            if kept.serial == keptUpstreamSerial { kept.close() }
+        }
         if gaugeIndex >= 0 {
             gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
             gaugeIndex = -1
@@ -671,6 +689,10 @@ final class DownstreamConnection: SocketConnection {
     private func dispatch() {
         guard let route, let requestHead else { return }
         let cluster = route.cluster
+        if let originalDestination {
+            dispatch(to: originalDestination, cluster: cluster, requestHead: requestHead)
+            return
+        }
         let now = worker.loop.now
         let shared = routing.runtime.shared
         let snapshot = routing.snapshots[cluster.index]
@@ -711,6 +733,43 @@ final class DownstreamConnection: SocketConnection {
             // Failed synchronously; `upstreamFailed` already ran.
             return
         }
+        sendReplay(to: connection)
+    }
+
+    /// Transparent mode: the request goes where the client was going, on the connection kept
+    /// from its previous request when there is one.
+    private func dispatch(to destination: SocketAddress, cluster: ClusterRuntime, requestHead: ByteBuffer) {
+        let now = worker.loop.now
+        endpoint = nil
+        attempts += 1
+        upstreamStartedAt = now
+        tryDeadline = route.map { $0.retry.perTryTimeout > 0 ? now + $0.retry.perTryTimeout : 0 } ?? 0
+        phase = .connecting
+        armDeadline()
+        if let kept = keptUpstream {
+            keptUpstream = nil
+            if kept.serial == keptUpstreamSerial && kept.isReusable {
+                upstream = kept
+                kept.attach(self, cluster: cluster, routing: routing, reused: true)
+                kept.sendRequest(requestHead)
+                sendReplay(to: kept)
+                upstreamConnected()
+                return
+            }
+            if kept.serial == keptUpstreamSerial { kept.close() }
+        }
+        let shared = cluster.shared
+        if shared.load(cluster: cluster.index, .connections) >= cluster.policy.maxConnections
+            || shared.load(cluster: cluster.index, .pendingRequests) >= cluster.policy.maxPending {
+            sendLocalReply(.overflow, close: !requestBody.isDone)
+            return
+        }
+        shared.add(cluster: cluster.index, .pendingRequests, 1)
+        countedPending = true
+        let connection = worker.makeUpstream()
+        upstream = connection
+        connection.attach(self, cluster: cluster, routing: routing, reused: false)
+        if !connection.connect(originalDestination: destination, requestHead: requestHead) { return }
         sendReplay(to: connection)
     }
 
@@ -1240,7 +1299,15 @@ final class DownstreamConnection: SocketConnection {
         requestsServed += 1
         if let connection = upstream {
             upstream = nil
-            connection.exchangeFinished(reusable: reusableUpstream)
+            if originalDestination != nil {
+                connection.exchangeFinished(reusable: reusableUpstream, keptByClient: true)
+                if connection.isReusable {
+                    keptUpstream = connection
+                    keptUpstreamSerial = connection.serial
+                }
+            } else {
+                connection.exchangeFinished(reusable: reusableUpstream)
+            }
         }
         if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
         if let buffer = replay { worker.buffers.release(buffer); replay = nil }
@@ -1421,6 +1488,13 @@ final class DownstreamConnection: SocketConnection {
         if let endpoint {
             out.append(UInt8(ascii: "\""))
             out.append(endpoint.label)
+            out.append(UInt8(ascii: "\""))
+        } else if let originalDestination, attempts > 0 {
+            let destination = originalDestination.peer
+            out.append(destination.isIPv6 ? "\"[" : "\"")
+            destination.appendIP(to: out)
+            out.append(destination.isIPv6 ? "]:" : ":")
+            out.appendDecimal(Int64(destination.port))
             out.append(UInt8(ascii: "\""))
         } else {
             out.append("null")

@@ -31,6 +31,9 @@ final class UpstreamConnection: SocketConnection {
     /// DNS no longer returns is not reused.
     private(set) var addressGeneration: UInt64 = 0
 
+    /// Changes on every close: tells a client connection keeping this one (transparent mode)
+    /// that it is not the same connection any more.
+    private(set) var serial: UInt64 = 0
     /// The configuration this connection was made under (its pool, counters, endpoints).
     private(set) var routing: WorkerRouting?
 
@@ -71,6 +74,19 @@ final class UpstreamConnection: SocketConnection {
             fail(.upstreamConnect, connectFailure: true)
             return false
         }
+        return open(address, generation: generation, serverName: endpoint.host, label: endpoint.labelString, requestHead: requestHead)
+    }
+
+    /// Transparent mode: straight to the address the client had asked for (SO_ORIGINAL_DST);
+    /// no endpoint of the cluster, so no per-endpoint counters or pool.
+    func connect(originalDestination address: SocketAddress, requestHead: ByteBuffer) -> Bool {
+        endpointIndex = -1
+        let host = address.ipString
+        return open(address, generation: 0, serverName: host, label: address.description, requestHead: requestHead)
+    }
+
+    private func open(_ address: SocketAddress, generation: UInt64, serverName: String, label: String,
+                      requestHead: ByteBuffer) -> Bool {
         let socket = Sys.socket(family: address.family)
         guard socket >= 0 else {
             fail(.upstreamConnect, connectFailure: true)
@@ -80,9 +96,9 @@ final class UpstreamConnection: SocketConnection {
         _ = Sys.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         if let cluster, let context = cluster.tlsContext {
             do {
-                tls = try TLSEngine(client: context, serverName: cluster.tlsServerName ?? endpoint.host)
+                tls = try TLSEngine(client: context, serverName: cluster.tlsServerName ?? serverName)
             } catch {
-                OperationalLog.error("tls session not created", ["endpoint": endpoint.labelString, "error": error.description])
+                OperationalLog.error("tls session not created", ["endpoint": label, "error": error.description])
                 Sys.close(fd)
                 fd = -1
                 fail(.upstreamConnect, connectFailure: true)
@@ -106,7 +122,7 @@ final class UpstreamConnection: SocketConnection {
         state = .connecting
         countedOpen = true
         addressGeneration = generation
-        if let routing { routing.metrics.add(routing.metrics.layout.upstreamActive + endpoint.index) }
+        if let routing, endpointIndex >= 0 { routing.metrics.add(routing.metrics.layout.upstreamActive + endpointIndex) }
         if let cluster { cluster.shared.add(cluster: cluster.index, .connections, 1) }
         output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
         worker.loop.setDeadline(self, worker.loop.now + (cluster?.connectTimeout ?? 1_000_000_000))
@@ -316,10 +332,13 @@ final class UpstreamConnection: SocketConnection {
     }
 
     /// The exchange ended: back to the pool when the app keeps the connection open.
-    func exchangeFinished(reusable: Bool) {
+    /// `keptByClient`: a transparent-mode connection stays with its client connection (the
+    /// next request goes to the same original destination) instead of an endpoint pool.
+    func exchangeFinished(reusable: Bool, keptByClient: Bool = false) {
         downstream = nil
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
-        guard reusable, state == .active, let cluster, pendingOutput == 0, worker.returnToPool(self, cluster: cluster) else {
+        guard reusable, state == .active, let cluster, pendingOutput == 0,
+              keptByClient || worker.returnToPool(self, cluster: cluster) else {
             close()
             return
         }
@@ -341,10 +360,11 @@ final class UpstreamConnection: SocketConnection {
         if state == .pooled { routing?.removeFromPool(self) }
         if countedOpen {
             countedOpen = false
-            if let routing { routing.metrics.subtract(routing.metrics.layout.upstreamActive + endpointIndex) }
+            if let routing, endpointIndex >= 0 { routing.metrics.subtract(routing.metrics.layout.upstreamActive + endpointIndex) }
             if let cluster { cluster.shared.add(cluster: cluster.index, .connections, UInt64.max) }
         }
         state = .closed
+        serial &+= 1
         downstream = nil
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
         closeSocket()

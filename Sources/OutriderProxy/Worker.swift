@@ -183,7 +183,7 @@ final class Worker: @unchecked Sendable {
     /// Keeps `connection` for reuse when it belongs to the current routing (a connection made
     /// under a configuration since replaced is closed instead).
     func returnToPool(_ connection: UpstreamConnection, cluster: ClusterRuntime) -> Bool {
-        guard !draining, connection.routing === routing else { return false }
+        guard !draining, connection.routing === routing, connection.endpointIndex >= 0 else { return false }
         return routing.pool(connection, cluster: cluster)
     }
 

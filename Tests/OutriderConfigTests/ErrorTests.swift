@@ -396,7 +396,6 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
                       - auth: { realm: app, api_key: { keys_file: /nonexistent/keys }, oidc: { issuer: x } }
             """
         #expect(errorLines(yaml) == [
-            at(2, 5, "'original_destination: true' is not supported yet"),
             at(3, 24, "protocol 'h2' needs tls; use h2c for cleartext HTTP/2"),
             at(6, 55, "cannot read keys_file '/nonexistent/keys': No such file or directory"),
             at(6, 76, "'oidc' is not supported yet"),
