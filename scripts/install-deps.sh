@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 APT_ONLY=0
 [ "${1:-}" = "--apt-only" ] && APT_ONLY=1
 
-# Debian packages: build (libssl, nghttp2, pkg-config), tests (curl, nghttp2-client, venv; iptables
+# Debian packages: build (libssl, nghttp2, libcrypt, pkg-config), tests (openssl for test certificates,
+# curl, nghttp2-client, venv; iptables
 # and iproute2 for `outrider iptables --apply` in a network namespace), bench (wrk)
-PKGS=(libssl-dev libnghttp2-dev pkg-config curl python3-venv nghttp2-client wrk procps iptables iproute2)
+PKGS=(libssl-dev libnghttp2-dev libcrypt-dev pkg-config openssl curl python3-venv nghttp2-client wrk procps iptables iproute2)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi

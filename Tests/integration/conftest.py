@@ -189,11 +189,12 @@ class Proxy:
 
 
 def start_proxy(bin_path, workdir: Path, routes=None, clusters=None, listener=None, top=None, upstream=None,
-                extra_args=(), wait=True) -> Proxy:
+                extra_args=(), wait=True, extra_listeners=None) -> Proxy:
     """Write a config into workdir and start outrider on free ports.
 
     routes/clusters replace the defaults (one route "/" -> cluster "app" -> `upstream`);
-    listener/top are deep-merged into the listener and top-level mappings.
+    listener/top are deep-merged into the listener and top-level mappings;
+    extra_listeners (complete listener mappings, routes included) follow the first listener.
     """
     port, admin_port = free_port(), free_port()
     if clusters is None:
@@ -217,7 +218,7 @@ def start_proxy(bin_path, workdir: Path, routes=None, clusters=None, listener=No
         "drain": {"delay": "0s", "timeout": "10s"},
     }
     cfg = _deep_merge(cfg, top or {})
-    cfg["listeners"] = [lst]
+    cfg["listeners"] = [lst] + list(extra_listeners or [])
     cfg["clusters"] = clusters
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "outrider.yaml"
@@ -242,7 +243,8 @@ def _report(p: Proxy):
 
 @pytest.fixture
 def proxy_factory(outrider_bin, tmp_path):
-    """start(routes=None, clusters=None, listener={}, top={}, upstream=None, extra_args=(), wait=True) -> Proxy"""
+    """start(routes=None, clusters=None, listener={}, top={}, upstream=None, extra_args=(), wait=True,
+    extra_listeners=None) -> Proxy"""
     started: list[Proxy] = []
 
     def start(**kw):
