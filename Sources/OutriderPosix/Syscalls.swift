@@ -262,6 +262,10 @@ public enum Sys {
         return max(1, count)
     }
 
+    public static func environmentValue(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
     /// `cpu.max` is "QUOTA PERIOD" or "max PERIOD".
     public static func cgroupCPULimit(_ text: String) -> Int? {
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })

@@ -44,7 +44,12 @@ public final class ProxyServer: @unchecked Sendable {
 
     public static func resolveWorkerCount(_ count: WorkerCount) -> Int {
         switch count {
-        case .auto: return Sys.usableCPUCount()
+        case .auto:
+            // OUTRIDER_CGROUP_CPU_MAX names another cpu.max (tests; unusual cgroup mounts).
+            if let path = Sys.environmentValue("OUTRIDER_CGROUP_CPU_MAX"), !path.isEmpty {
+                return Sys.usableCPUCount(cgroupCPUMaxPath: path)
+            }
+            return Sys.usableCPUCount()
         case .fixed(let value): return max(1, value)
         }
     }
