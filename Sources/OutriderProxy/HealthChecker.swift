@@ -3,6 +3,7 @@ import OutriderConfig
 import OutriderCore
 import OutriderFilters
 import OutriderPosix
+import OutriderTLS
 
 /// Active HTTP health checks (SPEC §2 `health_check`), run by worker 0 on its own loop with
 /// non-blocking connections: a `GET path` every `interval`, a failure when no 2xx arrives within
@@ -76,6 +77,16 @@ final class HealthProbe: LoopHandler {
         }
         inFlight = true
         let connection = SubrequestConnection(worker: worker)
+        if let context = cluster.tlsContext {
+            // A TLS cluster is checked over TLS, with the same verification as its traffic.
+            do {
+                connection.tls = try TLSEngine(client: context, serverName: cluster.tlsServerName ?? endpoint.host)
+            } catch {
+                inFlight = false
+                finished(healthy: false)
+                return
+            }
+        }
         connection.start(address: address, head: requestHead, deadline: now + timeout) { [self] outcome in
             if case .response(let response) = outcome, response.status >= 200, response.status < 300 {
                 self.finished(healthy: true)
