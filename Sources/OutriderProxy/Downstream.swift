@@ -116,7 +116,7 @@ final class DownstreamConnection: SocketConnection {
     /// The worker switched to a reloaded configuration: the connection's gauge moves to the
     /// new counters (its listener's handler already points at the new listener runtime).
     func adoptRouting(_ next: WorkerRouting) {
-        guard gaugeIndex >= 0, let listener, gaugeMetrics !== next.metrics else { return }
+        guard gaugeIndex >= 0, let listener, listener.routing === next, gaugeMetrics !== next.metrics else { return }
         gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
         gaugeMetrics = next.metrics
         gaugeIndex = listener.listener.index
@@ -160,7 +160,7 @@ final class DownstreamConnection: SocketConnection {
         requestsServed = 0
         exchangeActive = false
         lingering = false
-        routing = worker.routing
+        routing = listener.routing
         gaugeMetrics = routing.metrics
         gaugeIndex = listener.listener.index
         gaugeMetrics.add(gaugeMetrics.layout.downstreamTotal + gaugeIndex)
@@ -215,7 +215,7 @@ final class DownstreamConnection: SocketConnection {
             gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
             gaugeIndex = -1
         }
-        routing = worker.routing
+        routing = listener?.routing ?? worker.routing
         endFilters()
         filterContext?.serial &+= 1
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
@@ -1214,7 +1214,7 @@ final class DownstreamConnection: SocketConnection {
     // MARK: exchange bookkeeping
 
     private func beginExchange(now: Int64) {
-        routing = worker.routing
+        routing = listener?.routing ?? worker.routing
         exchangeActive = true
         requestStartedAt = headStartedAt
         upstreamStartedAt = 0

@@ -122,6 +122,7 @@ public final class ProxyServer: @unchecked Sendable {
         }
         workers = made
         workerMetrics = made.map(\.metrics)
+        for worker in made { worker.onInboundDrained = { [weak self] _ in self?.workerInboundDrained() } }
         do {
             admin = try AdminServer(address: config.admin.address, hooks: AdminServer.Hooks(
                 isReady: { [unowned self] in !isDraining },
@@ -206,13 +207,21 @@ public final class ProxyServer: @unchecked Sendable {
             OperationalLog.warning("SIGHUP ignored: draining")
             return
         }
-        let next: OutriderConfiguration
+        var next: OutriderConfiguration
         do {
             next = try reloadConfiguration()
         } catch {
             reloadFailed(error.description)
             return
         }
+        for (setting, changed) in [("workers", next.workers != config.workers), ("admin", next.admin != config.admin),
+                                   ("access_log", next.accessLog != config.accessLog)] where changed {
+            OperationalLog.warning("reload: '\(setting)' changes take effect on restart")
+        }
+        // `/config` shows what runs: these three stay as they were started.
+        next.workers = config.workers
+        next.admin = config.admin
+        next.accessLog = config.accessLog
         let workerCount = workers.count
         let nextRuntime: ProxyRuntime
         do {
@@ -243,10 +252,6 @@ public final class ProxyServer: @unchecked Sendable {
                 }
             }
             keys.append(key)
-        }
-        for (setting, changed) in [("workers", next.workers != config.workers), ("admin", next.admin != config.admin),
-                                   ("access_log", next.accessLog != config.accessLog)] where changed {
-            OperationalLog.warning("reload: '\(setting)' changes take effect on restart")
         }
         let layout = MetricsLayout(runtime: nextRuntime)
         let routings = workers.map { WorkerRouting(runtime: nextRuntime, metrics: WorkerMetrics(layout: layout), workerID: $0.id) }
@@ -329,6 +334,18 @@ public final class ProxyServer: @unchecked Sendable {
         }
         return "{\"clusters\":[\(clusters.joined(separator: ","))]}"
     }
+
+    /// Every worker reported its inbound side drained: outbound listeners drain now.
+    private func workerInboundDrained() {
+        pthread_mutex_lock(&stopLock)
+        inboundDrainedWorkers += 1
+        let all = inboundDrainedWorkers == workers.count
+        pthread_mutex_unlock(&stopLock)
+        guard all else { return }
+        for worker in workers { worker.loop.post { worker.drainOutbound() } }
+    }
+
+    private var inboundDrainedWorkers = 0
 
     private func workerStopped() {
         pthread_mutex_lock(&stopLock)

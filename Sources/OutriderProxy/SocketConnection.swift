@@ -355,15 +355,19 @@ final class ListenerHandler: LoopHandler {
     private(set) var fd: Int32
     /// Replaced on a reload: new connections and new requests use the new listener settings.
     var listener: ListenerRuntime
+    /// The configuration `listener` belongs to: a listener a reload removed keeps the old one
+    /// for the requests its open connections still make.
+    var routing: WorkerRouting
     unowned(unsafe) let worker: Worker
     private var activeConnections = 0
     private var pausedForLimit = false
     private var backoffUntil: Int64 = 0
     nonisolated(unsafe) private static var lastFDExhaustionLog: Int64 = 0
 
-    init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
+    init(fd: Int32, listener: ListenerRuntime, routing: WorkerRouting, worker: Worker) {
         self.fd = fd
         self.listener = listener
+        self.routing = routing
         self.worker = worker
     }
 

@@ -49,6 +49,9 @@ final class Worker: @unchecked Sendable {
     private var healthChecker: HealthChecker?
     private let onStopped: @Sendable (Int) -> Void
     private var stopped = false
+    /// Told once this worker has no inbound connection left during a drain.
+    var onInboundDrained: @Sendable (Int) -> Void = { _ in }
+    private var reportedInboundDrained = false
 
     /// Per-worker caches and the off-loop runner of the filters.
     let filterState: FilterWorkerState
@@ -75,7 +78,7 @@ final class Worker: @unchecked Sendable {
         ticker.worker = self
         loop.attach(ticker)
         for (index, fd) in listenerSockets.enumerated() {
-            let handler = ListenerHandler(fd: fd, listener: runtime.listeners[index], worker: self)
+            let handler = ListenerHandler(fd: fd, listener: runtime.listeners[index], routing: routing, worker: self)
             listeners.append(handler)
             let result = loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered)
             if result < 0 { throw SystemError("epoll_ctl listener", code: Int32(-result)) }
@@ -129,7 +132,11 @@ final class Worker: @unchecked Sendable {
         connection.listener = nil
         if freeDownstreams.count < 1024 { freeDownstreams.append(connection) }
         if draining {
-            if downstreamCount == 0 { finishDrain() } else if !inboundDrained { drainOutboundWhenInboundDone() }
+            if inboundDrained {
+                if downstreamCount == 0 { finishDrain() }
+            } else {
+                reportInboundDrainedIfDone()
+            }
         }
     }
 
@@ -215,9 +222,10 @@ final class Worker: @unchecked Sendable {
             let listenerRuntime = next.runtime.listeners[index]
             if let existing = listeners.first(where: { $0.fd == fd }) {
                 existing.listener = listenerRuntime
+                existing.routing = next
                 handlers.append(existing)
             } else {
-                let handler = ListenerHandler(fd: fd, listener: listenerRuntime, worker: self)
+                let handler = ListenerHandler(fd: fd, listener: listenerRuntime, routing: next, worker: self)
                 if loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered) < 0 {
                     OperationalLog.error("listener not registered after reload", ["listener": listenerRuntime.config.name])
                     continue
@@ -243,11 +251,31 @@ final class Worker: @unchecked Sendable {
         draining = true
         drainDeadline = loop.now + timeout
         // Outbound listeners (the app's own calls) keep serving until the inbound side has
-        // drained, so the app can finish the requests it is answering (SPEC §9).
-        for listener in listeners where listener.listener.config.direction == .inbound { listener.close() }
-        for connection in liveDownstreams where connection.isIdleBetweenRequests && !connection.isOutbound { connection.close() }
+        // drained in every worker, so the app can finish the requests it is answering (SPEC §9).
+        // Each worker owns an accept socket of every listener: one that stopped early would
+        // leave the kernel queueing connections nobody accepts.
+        if !listeners.contains(where: { $0.listener.config.direction == .outbound }) { inboundDrained = true }
+        for listener in listeners where inboundDrained || listener.listener.config.direction == .inbound { listener.close() }
+        for connection in liveDownstreams where connection.isIdleBetweenRequests && (inboundDrained || !connection.isOutbound) {
+            connection.close()
+        }
         ticker.want(drainDeadline, loop)
-        if downstreamCount == 0 { finishDrain() } else { drainOutboundWhenInboundDone() }
+        if inboundDrained {
+            if downstreamCount == 0 { finishDrain() }
+        } else {
+            reportInboundDrainedIfDone()
+        }
+    }
+
+    /// The whole process's inbound side has drained (every worker reported): outbound
+    /// connections drain now.
+    func drainOutbound() {
+        guard draining, !inboundDrained else { return }
+        inboundDrained = true
+        for listener in listeners { listener.close() }
+        routing.closeIdleConnections()
+        for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
+        if downstreamCount == 0 { finishDrain() }
     }
 
     /// True while `listener`'s connections are being drained: inbound ones from the start of
@@ -256,12 +284,10 @@ final class Worker: @unchecked Sendable {
         draining && (inboundDrained || listener?.config.direction != .outbound)
     }
 
-    private func drainOutboundWhenInboundDone() {
-        guard !inboundDrained, !liveDownstreams.contains(where: { !$0.isOutbound }) else { return }
-        inboundDrained = true
-        for listener in listeners { listener.close() }
-        routing.closeIdleConnections()
-        for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
+    private func reportInboundDrainedIfDone() {
+        guard !inboundDrained, !reportedInboundDrained, !liveDownstreams.contains(where: { !$0.isOutbound }) else { return }
+        reportedInboundDrained = true
+        onInboundDrained(id)
     }
 
     func tick(now: Int64) {
@@ -281,6 +307,7 @@ final class Worker: @unchecked Sendable {
     private func finishDrain() {
         guard !stopped else { return }
         stopped = true
+        for listener in listeners { listener.close() }
         loop.stop()
     }
 }
