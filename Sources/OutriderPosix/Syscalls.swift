@@ -293,6 +293,14 @@ public enum Sys {
         if flags >= 0 { _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
     }
 
+    /// What identifies a file's current content cheaply: modification time, size and inode
+    /// (a rename-into-place, as Kubernetes does for Secret volumes, changes the inode).
+    public static func fileStamp(_ path: String) -> [Int64]? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return [Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec), Int64(info.st_size), Int64(bitPattern: UInt64(info.st_ino))]
+    }
+
     public static func openAppend(_ path: String) throws(SystemError) -> Int32 {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         if fd < 0 { throw SystemError("open \(path)", code: errno) }

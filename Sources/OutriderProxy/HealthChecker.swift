@@ -203,3 +203,97 @@ final class DNSRefresher: @unchecked Sendable {
         return true
     }
 }
+
+/// Certificate rotation without a restart (cert-manager, Kubernetes Secret volumes): every 2 s
+/// the files a listener's or cluster's TLS names are stat'ed; when one changed, a new context
+/// is built from them and new handshakes use it. A file that does not load keeps the old
+/// context, logged with OpenSSL's reason (and tried again after the next change).
+final class CertificateWatcher: @unchecked Sendable {
+    private let runtime: ProxyRuntime
+    private var stopping = false
+    private var lock = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var stamps: [String: [Int64]] = [:]
+
+    init(runtime: ProxyRuntime) {
+        self.runtime = runtime
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    private var listenerFiles: [(ListenerRuntime, [String])] {
+        runtime.listeners.compactMap { listener in
+            guard let tls = listener.config.tls else { return nil }
+            var files = [tls.certificate.certificate, tls.certificate.privateKey]
+            for pair in tls.sniCertificates { files += [pair.certificate, pair.privateKey] }
+            if let ca = tls.clientCA { files.append(ca) }
+            return (listener, files)
+        }
+    }
+
+    private var clusterFiles: [(ClusterRuntime, [String])] {
+        runtime.clusters.compactMap { cluster in
+            guard let tls = cluster.tlsConfig else { return nil }
+            var files: [String] = []
+            if let ca = tls.ca { files.append(ca) }
+            if let pair = tls.clientCertificate { files += [pair.certificate, pair.privateKey] }
+            return files.isEmpty ? nil : (cluster, files)
+        }
+    }
+
+    func start() throws(SystemError) {
+        let watched = listenerFiles.flatMap(\.1) + clusterFiles.flatMap(\.1)
+        guard !watched.isEmpty else { return }
+        for path in watched { stamps[path] = Sys.fileStamp(path) }
+        _ = try OSThread.start(name: "outrider-certs") { [self] in run() }
+    }
+
+    func stop() {
+        pthread_mutex_lock(&lock)
+        stopping = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&lock)
+    }
+
+    private func changed(_ files: [String]) -> Bool {
+        var any = false
+        for path in files {
+            let stamp = Sys.fileStamp(path)
+            if stamp != stamps[path] {
+                stamps[path] = stamp
+                any = true
+            }
+        }
+        return any
+    }
+
+    private func run() {
+        while true {
+            pthread_mutex_lock(&lock)
+            if !stopping { Sys.conditionWait(&condition, &lock, nanoseconds: 2_000_000_000) }
+            let stop = stopping
+            pthread_mutex_unlock(&lock)
+            if stop { return }
+            for (listener, files) in listenerFiles where changed(files) {
+                guard let tls = listener.config.tls else { continue }
+                do {
+                    listener.replaceTLSContext(try ListenerRuntime.makeTLSContext(tls))
+                    OperationalLog.info("certificates reloaded", ["listener": listener.config.name])
+                } catch {
+                    OperationalLog.error("certificates not reloaded; keeping the previous ones",
+                                         ["listener": listener.config.name, "error": error.description])
+                }
+            }
+            for (cluster, files) in clusterFiles where changed(files) {
+                guard let tls = cluster.tlsConfig else { continue }
+                do {
+                    cluster.replaceTLSContext(try ClusterRuntime.makeTLSContext(tls))
+                    OperationalLog.info("certificates reloaded", ["cluster": cluster.configName])
+                } catch {
+                    OperationalLog.error("certificates not reloaded; keeping the previous ones",
+                                         ["cluster": cluster.configName, "error": error.description])
+                }
+            }
+        }
+    }
+}

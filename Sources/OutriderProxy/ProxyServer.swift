@@ -30,6 +30,7 @@ public final class ProxyServer: @unchecked Sendable {
     private var stateLock = pthread_mutex_t()
     private let reloadConfiguration: (@Sendable () throws(ConfigErrors) -> OutriderConfiguration)?
     private var dnsRefresher: DNSRefresher
+    private var certificateWatcher: CertificateWatcher
     private var serviceAddresses: [String: SocketAddress] = [:]
     private var workers: [Worker] = []
     private var threads: [OSThread] = []
@@ -76,6 +77,7 @@ public final class ProxyServer: @unchecked Sendable {
         }
         offLoopPool = OffLoopPool(threadCount: 2)
         dnsRefresher = DNSRefresher(runtime: runtime)
+        certificateWatcher = CertificateWatcher(runtime: runtime)
         for endpoint in runtime.endpoints where endpoint.currentAddresses().isEmpty {
             OperationalLog.warning("endpoint did not resolve", ["endpoint": endpoint.labelString, "error": endpoint.resolutionError ?? ""])
         }
@@ -259,6 +261,9 @@ public final class ProxyServer: @unchecked Sendable {
         for fetcher in nextRuntime.jwksFetchers { fetcher.start() }
         let nextDNS = DNSRefresher(runtime: nextRuntime)
         do { try nextDNS.start() } catch { OperationalLog.error("dns refresher not started", ["error": error.description]) }
+        let nextWatcher = CertificateWatcher(runtime: nextRuntime)
+        do { try nextWatcher.start() } catch { OperationalLog.error("certificate watcher not started", ["error": error.description]) }
+        let previousWatcher = certificateWatcher
 
         let previousRuntime = runtime
         let previousDNS = dnsRefresher
@@ -272,6 +277,7 @@ public final class ProxyServer: @unchecked Sendable {
         reloadsOK += 1
         pthread_mutex_unlock(&stateLock)
         dnsRefresher = nextDNS
+        certificateWatcher = nextWatcher
         serviceAddresses = services
         for (worker, routing) in zip(workers, routings) {
             let workerSockets = sockets[worker.id]
@@ -283,6 +289,7 @@ public final class ProxyServer: @unchecked Sendable {
         }
         for fetcher in previousRuntime.jwksFetchers { fetcher.stop() }
         previousDNS.stop()
+        previousWatcher.stop()
         OperationalLog.info("configuration reloaded", ["listeners": "\(next.listeners.count)", "clusters": "\(next.clusters.count)"])
     }
 
@@ -361,6 +368,7 @@ public final class ProxyServer: @unchecked Sendable {
         for fetcher in runtime.jwksFetchers { fetcher.start() }
         do {
             try dnsRefresher.start()
+            try certificateWatcher.start()
             try accessLogSink?.start()
             for worker in workers {
                 threads.append(try OSThread.start(name: "outrider-w\(worker.id)") { worker.run() })
@@ -403,6 +411,7 @@ public final class ProxyServer: @unchecked Sendable {
         offLoopPool.stop()
         for fetcher in runtime.jwksFetchers { fetcher.stop() }
         dnsRefresher.stop()
+        certificateWatcher.stop()
         accessLogSink?.stop()
         OperationalLog.info("stopped")
         return 0

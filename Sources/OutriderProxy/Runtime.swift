@@ -190,25 +190,45 @@ final class ClusterRuntime: @unchecked Sendable {
     let dnsRefresh: Int64
     /// Health, ejections and circuit-breaker counts of the configuration this cluster is part of.
     let shared: SharedUpstreamState
-    /// TLS origination (cluster `tls`); nil = cleartext.
-    let tlsContext: TLSClientContext?
+    /// TLS origination (cluster `tls`); nil = cleartext. Replaced when its files change.
+    var tlsContext: TLSClientContext? {
+        pthread_mutex_lock(&tlsLock)
+        defer { pthread_mutex_unlock(&tlsLock) }
+        return currentTLSContext
+    }
+    private var currentTLSContext: TLSClientContext?
+    private var tlsLock = pthread_mutex_t()
+    let tlsConfig: ClusterTLSConfig?
+    let configName: String
+
+    func replaceTLSContext(_ context: TLSClientContext) {
+        pthread_mutex_lock(&tlsLock)
+        currentTLSContext = context
+        pthread_mutex_unlock(&tlsLock)
+    }
+
+    static func makeTLSContext(_ tls: ClusterTLSConfig) throws(TLSError) -> TLSClientContext {
+        try TLSClientContext(caPath: tls.ca, verify: tls.verify,
+                             clientCertificateChainPath: tls.clientCertificate?.certificate,
+                             clientPrivateKeyPath: tls.clientCertificate?.privateKey, alpn: ["http/1.1"])
+    }
     /// The name sent and verified; nil = each endpoint's host.
     let tlsServerName: String?
 
     init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime], shared: SharedUpstreamState) throws(FilterFactory.BuildError) {
         self.shared = shared
+        pthread_mutex_init(&tlsLock, nil)
+        tlsConfig = config.tls
+        configName = config.name
         if let tls = config.tls {
             do {
-                tlsContext = try TLSClientContext(caPath: tls.ca, verify: tls.verify,
-                                                  clientCertificateChainPath: tls.clientCertificate?.certificate,
-                                                  clientPrivateKeyPath: tls.clientCertificate?.privateKey,
-                                                  alpn: ["http/1.1"])
+                currentTLSContext = try Self.makeTLSContext(tls)
             } catch {
                 throw FilterFactory.BuildError(description: "cluster \(config.name) tls: \(error.description)")
             }
             tlsServerName = tls.sni
         } else {
-            tlsContext = nil
+            currentTLSContext = nil
             tlsServerName = nil
         }
         self.index = index
@@ -300,26 +320,43 @@ final class ListenerRuntime: @unchecked Sendable {
     let forwardedHeaders: Bool
     /// `max_connections` shared evenly by the workers (each owns its accept socket).
     let maxConnectionsPerWorker: Int
-    /// TLS termination (listener `tls`); nil = cleartext.
-    let tlsContext: TLSServerContext?
+    /// TLS termination (listener `tls`); nil = cleartext. Replaced when its files change.
+    var tlsContext: TLSServerContext? {
+        pthread_mutex_lock(&tlsLock)
+        defer { pthread_mutex_unlock(&tlsLock) }
+        return currentTLSContext
+    }
+    private var currentTLSContext: TLSServerContext?
+    private var tlsLock = pthread_mutex_t()
+
+    func replaceTLSContext(_ context: TLSServerContext) {
+        pthread_mutex_lock(&tlsLock)
+        currentTLSContext = context
+        pthread_mutex_unlock(&tlsLock)
+    }
+
+    static func makeTLSContext(_ tls: ListenerTLSConfig) throws(TLSError) -> TLSServerContext {
+        try TLSServerContext(
+            certificateChainPath: tls.certificate.certificate, privateKeyPath: tls.certificate.privateKey,
+            sniCertificates: tls.sniCertificates.map { ($0.certificate, $0.privateKey) },
+            clientCAPath: tls.clientCA, minimumVersion: tls.minVersion == .v1_3 ? .tls13 : .tls12,
+            alpn: ["http/1.1"])
+    }
 
     init(index: Int, config: ListenerConfig, clusters: [ClusterRuntime], workerCount: Int,
          build: FilterBuildContext) throws(FilterFactory.BuildError) {
         self.index = index
         self.config = config
         name = ByteString(config.name)
+        pthread_mutex_init(&tlsLock, nil)
         if let tls = config.tls {
             do {
-                tlsContext = try TLSServerContext(
-                    certificateChainPath: tls.certificate.certificate, privateKeyPath: tls.certificate.privateKey,
-                    sniCertificates: tls.sniCertificates.map { ($0.certificate, $0.privateKey) },
-                    clientCAPath: tls.clientCA, minimumVersion: tls.minVersion == .v1_3 ? .tls13 : .tls12,
-                    alpn: ["http/1.1"])
+                currentTLSContext = try Self.makeTLSContext(tls)
             } catch {
                 throw FilterFactory.BuildError(description: "listener \(config.name) tls: \(error.description)")
             }
         } else {
-            tlsContext = nil
+            currentTLSContext = nil
         }
         var routes: [RouteRuntime] = []
         for route in config.routes {
