@@ -154,7 +154,8 @@ final class UpstreamConnection: SocketConnection {
                 }
                 state = .active
                 writable = true
-                worker.loop.setDeadline(self, 0)
+                // connect_timeout covers the TLS handshake too: its deadline stays until then.
+                if tls == nil { worker.loop.setDeadline(self, 0) }
                 flush()
                 if state != .active { return }
                 downstream?.upstreamConnected()
@@ -183,9 +184,20 @@ final class UpstreamConnection: SocketConnection {
             fail(.upstreamConnect, connectFailure: true)
         case .pooled:
             close()
+        case .active:
+            if let tls, tls.handshakeState != .complete {
+                OperationalLog.warning("upstream tls handshake failed", ["endpoint": endpointLabel, "error": "no handshake within connect_timeout"])
+                lastError = ETIMEDOUT
+                fail(.upstreamConnect, connectFailure: true)
+            }
         default:
             break
         }
+    }
+
+    override func tlsHandshakeCompleted() {
+        if state == .active { worker.loop.setDeadline(self, 0) }
+        super.tlsHandshakeCompleted()
     }
 
     override func outputProgressed() {
