@@ -49,7 +49,7 @@ let package = Package(
             "OutriderBalancing", "OutriderTLS", "COpenSSL", "CAtomics",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
-            "OutriderProxy", "OutriderConfig", "OutriderCore",
+            "OutriderProxy", "OutriderConfig", "OutriderCore", "OutriderTLS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // libFuzzer target (DESIGN §5): scripts/fuzz.sh http1-parser SECONDS.

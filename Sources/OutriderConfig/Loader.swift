@@ -1,6 +1,12 @@
 import Yams
 
 public enum ConfigLoader {
+    /// Set once at start-up by the executable (before any load): loads a certificate chain and
+    /// its key the way the proxy will, and says why they cannot be used together (nil: fine).
+    /// Injected because this module sits below the TLS one; `validate` then refuses what
+    /// start-up would refuse, at the certificate's position.
+    nonisolated(unsafe) public static var certificatePairCheck: ((String, String) -> String?)?
+
     /// Config files past this are refused: a config is hand-written text, not a data set.
     static let configFileLimit = 16 << 20
 

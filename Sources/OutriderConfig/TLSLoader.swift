@@ -129,6 +129,10 @@ extension ConfigurationBuilder {
             valid = false
         } else if certificateNode != nil {
             if let certificate, let privateKey {
+                if let problem = ConfigLoader.certificatePairCheck?(certificate, privateKey), let certificateNode {
+                    session.report("certificate and private_key cannot be used together: \(problem)", at: certificateNode)
+                    valid = false
+                }
                 config.clientCertificate = CertificatePair(certificate: certificate, privateKey: privateKey)
             } else {
                 valid = false
@@ -181,6 +185,10 @@ extension ConfigurationBuilder {
             session.report("\(section) is missing required key 'private_key'", at: missingAt)
         }
         guard let certificate, let privateKey, let certificateNode else { return nil }
+        if let problem = ConfigLoader.certificatePairCheck?(certificate, privateKey) {
+            session.report("certificate and private_key cannot be used together: \(problem)", at: certificateNode)
+            return nil
+        }
         return WrittenPair(pair: CertificatePair(certificate: certificate, privateKey: privateKey),
                            certificateNode: certificateNode)
     }

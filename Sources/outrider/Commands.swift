@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import OutriderConfig
+import OutriderTLS
 import OutriderPosix
 import OutriderProxy
 
@@ -197,4 +198,16 @@ func printError(_ text: String) {
 func fail(_ message: String) -> Never {
     printError("outrider: \(message)")
     Glibc.exit(1)
+}
+
+/// A certificate chain and key loaded as OpenSSL will load them at start-up: why they cannot be
+/// used together (unreadable, not PEM, the key does not match), or nil.
+func certificatePairProblem(_ certificate: String, _ privateKey: String) -> String? {
+    do {
+        _ = try TLSClientContext(caPath: nil, verify: false, clientCertificateChainPath: certificate,
+                                 clientPrivateKeyPath: privateKey, alpn: ["http/1.1"])
+        return nil
+    } catch {
+        return error.description
+    }
 }
