@@ -24,7 +24,7 @@ public enum BenchRunner {
         var tlsContext: TLSClientContext? = nil
         if url.isTLS {
             do {
-                tlsContext = try TLSClientContext(caPath: nil, verify: !options.insecure, alpn: ["http/1.1"])
+                tlsContext = try TLSClientContext(caPath: nil, verify: !options.insecure, alpn: ["http/1.1"], keepsBuffers: true)
             } catch {
                 printError("outrider-bench: TLS: \(error)")
                 return 2
