@@ -59,6 +59,8 @@ public final class BenchWorker: @unchecked Sendable {
     let requestLength: Int
     let iovecs: UnsafeMutablePointer<iovec>
     let cipherScratch: ByteBuffer
+    /// Where the middle of large cleartext bodies is read and dropped.
+    let bodyScratch: ByteBuffer
     let isHead: Bool
 
     /// Requests this thread may still send after the warmup (`-n`); Int.max without it.
@@ -91,6 +93,7 @@ public final class BenchWorker: @unchecked Sendable {
         request = requestBytes
         iovecs = .allocate(capacity: Self.iovecCapacity)
         cipherScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 1 : 64 * 1024)
+        bodyScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 256 * 1024 : 1)
         isHead = plan.options.isHead
         let ownBudget = plan.options.requestBudget(ofThread: index)
         budget = ownBudget ?? Int.max

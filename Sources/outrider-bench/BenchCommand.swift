@@ -12,13 +12,13 @@ struct BenchCommand: ParsableCommand {
             """
     )
 
-    @Option(name: [.customShort("t"), .customLong("threads")], help: "Threads, one event loop each (default: min(2, connections)).")
+    @Option(name: [.customShort("t", allowingJoined: true), .customLong("threads")], help: "Threads, one event loop each (default: min(2, connections)).")
     var threads: Int?
-    @Option(name: [.customShort("c"), .customLong("connections")], help: "Connections in total, spread across the threads.")
+    @Option(name: [.customShort("c", allowingJoined: true), .customLong("connections")], help: "Connections in total, spread across the threads.")
     var connections: Int = 10
-    @Option(name: [.customShort("d"), .customLong("duration")], help: "Measured run length (default 10s unless -n is given).")
+    @Option(name: [.customShort("d", allowingJoined: true), .customLong("duration")], help: "Measured run length (default 10s unless -n is given).")
     var duration: String?
-    @Option(name: [.customShort("n"), .customLong("requests")], help: "Stop after this many requests (sent after the warmup).")
+    @Option(name: [.customShort("n", allowingJoined: true), .customLong("requests")], help: "Stop after this many requests (sent after the warmup).")
     var requests: Int?
     @Option(name: .customLong("warmup"), help: "Load the target this long first; requests sent then are not recorded.")
     var warmup: String?
@@ -28,11 +28,11 @@ struct BenchCommand: ParsableCommand {
     var timeout: String = "5s"
     @Option(name: .customLong("pipeline"), help: "Requests kept in flight per connection (HTTP/1.1 pipelining).")
     var pipeline: Int = 1
-    @Option(name: [.customShort("m"), .customLong("streams")], help: "Concurrent streams per connection (h2: not supported yet).")
+    @Option(name: [.customShort("m", allowingJoined: true), .customLong("streams")], help: "Concurrent streams per connection (h2: not supported yet).")
     var streams: Int?
-    @Option(name: [.customShort("X"), .customLong("method")], help: "Request method.")
+    @Option(name: [.customShort("X", allowingJoined: true), .customLong("method")], help: "Request method.")
     var method: String = "GET"
-    @Option(name: [.customShort("H"), .customLong("header")], help: "A request header, 'Name: value' (repeatable).")
+    @Option(name: [.customShort("H", allowingJoined: true), .customLong("header")], help: "A request header, 'Name: value' (repeatable).")
     var header: [String] = []
     @Option(name: .customLong("body"), help: "Request body (sent with Content-Length).")
     var body: String?

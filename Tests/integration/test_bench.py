@@ -36,10 +36,13 @@ def bench_bin() -> str:
     return p
 
 
+BIG_BODY = bytes(range(256)) * 1200   # 300 KiB
+
+
 class Target:
     """A keep-alive HTTP/1.1 server that counts the requests it read completely.
 
-    mode: ok (200, 5-byte body), status503, chunked, close (Connection: close after each
+    mode: ok (200, 5-byte body), big (300 KiB body), status503, chunked, close (Connection: close after each
     answer), stall (every answer due in the first half of each second waits for its second
     half), reset (answers the first request of a connection, resets on the second)."""
 
@@ -96,6 +99,8 @@ class Target:
                         await asyncio.sleep(0.5 - phase)
                 if self.mode == "status503":
                     writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+                elif self.mode == "big":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG_BODY) + BIG_BODY)
                 elif self.mode == "chunked":
                     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\n")
                 elif self.mode == "close":
@@ -158,6 +163,14 @@ def test_request_count_pipelined_and_chunked(bench_bin, make_target):
     result = run_json(bench_bin, "-t", "1", "-c", "4", "--pipeline", "8", "-n", "3001", target.url())
     assert result["requests"] == 3001 == target.count
     assert result["status"] == {"200": 3001}
+
+
+def test_large_bodies_and_joined_short_options(bench_bin, make_target):
+    target = make_target("big")
+    result = run_json(bench_bin, "-t1", "-c3", "-n200", "--pipeline", "2", target.url())
+    assert result["requests"] == 200 == target.count
+    head = len(b"HTTP/1.1 200 OK\r\nContent-Length: 307200\r\n\r\n")
+    assert result["bytes_per_s"] * result["duration_s"] == pytest.approx(200 * (head + len(BIG_BODY)), rel=0.01)
 
 
 def test_connection_close_reconnects(bench_bin, make_target):
