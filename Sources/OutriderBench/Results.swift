@@ -98,7 +98,7 @@ public struct Summary: Sendable {
         let latency = latencyMilliseconds
         let statusText = status.map { "\"\($0.code)\": \($0.count)" }.joined(separator: ", ")
         let errorText = errors.map { "\"\($0.kind.name)\": \($0.count)" }.joined(separator: ", ")
-        return "{\"requests\": \(requests), \"duration_s\": \(fixed(durationSeconds, 3)), "
+        return "{\"requests\": \(requests), \"duration_s\": \(fixed(durationSeconds, 6)), "
             + "\"rps\": \(fixed(requestsPerSecond, 2)), \"bytes_per_s\": \(fixed(bytesPerSecond, 1)), "
             + "\"status\": {\(statusText)}, \"errors\": {\(errorText)}, "
             + "\"latency_ms\": {\"p50\": \(fixed(latency.p50, 3)), \"p90\": \(fixed(latency.p90, 3)), "

@@ -81,7 +81,7 @@ struct ResultsTests {
         let stats = ThreadStats()
         stats.record(latencyNanos: 2_500_000, status: 200)
         let json = Summary.merge([stats], durationNanos: 1_000_000_000).json()
-        for key in ["\"requests\": 1", "\"duration_s\": 1.000", "\"rps\": 1.00", "\"bytes_per_s\": 0.0",
+        for key in ["\"requests\": 1", "\"duration_s\": 1.000000", "\"rps\": 1.00", "\"bytes_per_s\": 0.0",
                     "\"status\": {\"200\": 1}", "\"errors\": {\"connect\": 0, \"read\": 0, \"write\": 0, \"timeout\": 0, \"protocol\": 0}",
                     "\"latency_ms\": {\"p50\": 2.", "\"p90\"", "\"p99\"", "\"p999\"", "\"max\"", "\"mean\""] {
             #expect(json.contains(key), "\(key) in \(json)")
