@@ -216,8 +216,9 @@ def test_open_loop_latency_shows_stalls(bench_bin, make_target):
 
     closed_target = make_target("stall")
     closed = run_json(bench_bin, "-t", "1", "-c", "4", "-d", "5s", closed_target.url())
-    # The same stall, seen by a closed loop, hardly moves its p90.
-    assert closed["latency_ms"]["p90"] < opened["latency_ms"]["p90"], (closed, opened)
+    # The same stall seen by a closed loop: only its max shows it, p99 hides it.
+    assert closed["latency_ms"]["max"] >= 400, closed
+    assert closed["latency_ms"]["p99"] < 100, closed
 
 
 def test_status_counts(bench_bin, make_target):
