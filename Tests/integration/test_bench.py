@@ -54,6 +54,7 @@ class Target:
         self.server = None
         self.port = 0
         self.t0 = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self):
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl_context, backlog=1024)
@@ -63,8 +64,10 @@ class Target:
 
     async def stop(self):
         self.server.close()
-        for task in list(getattr(self, "_tasks", ())):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def url(self, path: str = "/") -> str:
         scheme = "https" if self.ssl_context else "http"
@@ -73,6 +76,8 @@ class Target:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.connections += 1
         on_connection = 0
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             while True:
                 try:
@@ -114,6 +119,7 @@ class Target:
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:
+            self._tasks.discard(task)
             writer.close()
 
 
