@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "outrider", targets: ["outrider"]),
+        .executable(name: "outrider-bench", targets: ["outrider-bench"]),
         // For the benchmark package in Benchmarks/ (and any embedding).
         .library(name: "OutriderCore", targets: ["OutriderCore"]),
         .library(name: "OutriderHTTP", targets: ["OutriderHTTP"]),
@@ -26,6 +27,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(name: "CLinux", path: "Sources/CLinux"),
@@ -52,12 +54,24 @@ let package = Package(
             "OutriderProxy", "OutriderConfig", "OutriderCore", "OutriderTLS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The load generator (SPEC §11): its own loops and codecs, never the proxy.
+        .target(name: "OutriderBench", dependencies: [
+            "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderTLS", "CAtomics",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ], swiftSettings: dataPath),
+        .executableTarget(name: "outrider-bench", dependencies: [
+            "OutriderBench", "OutriderPosix",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // libFuzzer target (DESIGN §5): scripts/fuzz.sh http1-parser SECONDS.
         .target(name: "CFuzzerShim", path: "Sources/CFuzzerShim"),
         .executableTarget(name: "fuzz-http1-parser", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore", "CFuzzerShim"],
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore", "COpenSSL"]),
+        .testTarget(name: "OutriderBenchTests", dependencies: [
+            "OutriderBench", .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
         .testTarget(name: "OutriderBalancingTests", dependencies: ["OutriderBalancing", "OutriderCore"]),
         .testTarget(name: "OutriderConfigTests", dependencies: ["OutriderConfig", "OutriderCore"]),
         .testTarget(name: "OutriderFiltersTests", dependencies: ["OutriderFilters", "OutriderHTTP", "OutriderCore"],

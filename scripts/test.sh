@@ -18,15 +18,22 @@ if ! swift build -c release --product outrider --explicit-target-dependency-impo
   echo "integration: not run (build failed)"
   exit 1
 fi
+stage "swift build -c release --product outrider-bench (with the import check)"
+if ! swift build -c release --product outrider-bench --explicit-target-dependency-import-check error; then
+  echo "test.sh: release build of outrider-bench failed" >&2
+  echo "integration: not run (build failed)"
+  exit 1
+fi
 BIN_DIR="$(swift build -c release --show-bin-path)"
 export OUTRIDER_BIN="$BIN_DIR/outrider"
+export OUTRIDER_BENCH_BIN="$BIN_DIR/outrider-bench"
 
 stage "swift test"
 if ! swift test; then
   status=1; failed_stages+=("swift test")
 fi
 
-stage "integration (pytest, OUTRIDER_BIN=$OUTRIDER_BIN)"
+stage "integration (pytest, OUTRIDER_BIN=$OUTRIDER_BIN, OUTRIDER_BENCH_BIN=$OUTRIDER_BENCH_BIN)"
 junit="$BIN_DIR/../integration-junit.xml"
 rm -f "$junit"
 set +e

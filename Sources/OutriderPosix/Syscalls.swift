@@ -192,6 +192,42 @@ public enum Sys {
         _ = retryingEINTR { Glibc.read(fd, &value, 8) }
     }
 
+    // MARK: timerfd (a precise per-loop clock; the loop's wheel ticks at ~8 ms)
+
+    /// A non-blocking CLOCK_MONOTONIC timerfd.
+    public static func timerFD() throws(SystemError) -> Int32 {
+        let fd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
+        if fd < 0 { throw SystemError("timerfd_create", code: errno) }
+        return fd
+    }
+
+    /// Arms `fd` to fire once at the monotonic time `nanoseconds` (at once when it has passed);
+    /// 0 disarms it.
+    public static func timerFDArm(_ fd: Int32, atMonotonicNanoseconds nanoseconds: Int64) {
+        var spec = itimerspec()
+        // An all-zero it_value disarms: an armed time in the past still needs a non-zero value.
+        let when = nanoseconds > 0 ? nanoseconds : 0
+        spec.it_value.tv_sec = Int(when / 1_000_000_000)
+        spec.it_value.tv_nsec = Int(when % 1_000_000_000)
+        _ = timerfd_settime(fd, nanoseconds > 0 ? Int32(TFD_TIMER_ABSTIME) : 0, &spec, nil)
+    }
+
+    /// Clears a fired timerfd (or eventfd); returns the expiration count (0 when none).
+    @discardableResult
+    public static func timerFDDrain(_ fd: Int32) -> UInt64 {
+        var value: UInt64 = 0
+        let count = retryingEINTR { Glibc.read(fd, &value, 8) }
+        return count == 8 ? value : 0
+    }
+
+    /// Disables Nagle on a TCP socket (small requests go out at once).
+    public static func setNoDelay(_ fd: Int32) {
+        _ = setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+    }
+
+    /// Whether `fd` is a terminal.
+    public static func isTerminal(_ fd: Int32) -> Bool { isatty(fd) == 1 }
+
     /// Blocks `signals` in the calling thread (and the threads it starts later) and returns a
     /// signalfd that reports them.
     public static func signalFD(_ signals: [Int32]) throws(SystemError) -> Int32 {
@@ -286,6 +322,22 @@ public enum Sys {
             bytes.append(contentsOf: chunk[0..<count])
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The bytes of a file (up to `limit`), or the errno when it cannot be opened or read.
+    public static func readFileBytes(_ path: String, limit: Int = 64 << 20) -> Result<[UInt8], SystemError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return .failure(SystemError("open \(path)", code: errno)) }
+        defer { Glibc.close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while bytes.count < limit {
+            let count = chunk.withUnsafeMutableBytes { raw in retryingEINTR { Glibc.read(fd, raw.baseAddress, raw.count) } }
+            if count < 0 { return .failure(SystemError("read \(path)", code: Int32(-count))) }
+            if count == 0 { break }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+        return .success(bytes)
     }
 
     public static func setNonBlocking(_ fd: Int32) {

@@ -7,6 +7,9 @@ public final class TLSClientContext: @unchecked Sendable {
     /// SSL_CTX*; immutable after init.
     let context: OpaquePointer
     let verifiesPeer: Bool
+    /// Connections keep their record and memory-BIO buffers while idle (a load generator,
+    /// whose connections are never idle, trades that memory for no allocation per message).
+    let keepsBuffers: Bool
     let sessions = SessionCache()
 
     /// - Parameters:
@@ -16,20 +19,22 @@ public final class TLSClientContext: @unchecked Sendable {
     ///     and for servers that mishandle TLS 1.3.
     public init(caPath: String?, verify: Bool, clientCertificateChainPath: String? = nil,
                 clientPrivateKeyPath: String? = nil, alpn: [String] = ["http/1.1"],
-                maximumVersion: TLSProtocolVersion? = nil) throws(TLSError) {
+                maximumVersion: TLSProtocolVersion? = nil, keepsBuffers: Bool = false) throws(TLSError) {
         let alpnWire = try alpnWireFormat(alpn)
         guard let context = SSL_CTX_new(TLS_client_method()) else {
             throw TLSError("creating a TLS client context")
         }
         do throws(TLSError) {
             try Self.configure(context, caPath: caPath, verify: verify, chainPath: clientCertificateChainPath,
-                               keyPath: clientPrivateKeyPath, alpnWire: alpnWire, maximumVersion: maximumVersion)
+                               keyPath: clientPrivateKeyPath, alpnWire: alpnWire, maximumVersion: maximumVersion,
+                               keepsBuffers: keepsBuffers)
         } catch {
             SSL_CTX_free(context)
             throw error
         }
         self.context = context
         self.verifiesPeer = verify
+        self.keepsBuffers = keepsBuffers
     }
 
     deinit {
@@ -38,7 +43,7 @@ public final class TLSClientContext: @unchecked Sendable {
 
     private static func configure(_ context: OpaquePointer, caPath: String?, verify: Bool, chainPath: String?,
                                   keyPath: String?, alpnWire: [UInt8],
-                                  maximumVersion: TLSProtocolVersion?) throws(TLSError) {
+                                  maximumVersion: TLSProtocolVersion?, keepsBuffers: Bool) throws(TLSError) {
         guard coutrider_ssl_ctx_set_min_proto_version(context, TLS1_2_VERSION) == 1 else {
             throw TLSError("setting the minimum TLS version")
         }
@@ -48,7 +53,7 @@ public final class TLSClientContext: @unchecked Sendable {
             }
         }
         SSL_CTX_set_options(context, coutrider_ssl_op_no_compression() | coutrider_ssl_op_no_renegotiation())
-        coutrider_ssl_ctx_set_mode(context, Int(SSL_MODE_RELEASE_BUFFERS))
+        if !keepsBuffers { coutrider_ssl_ctx_set_mode(context, Int(SSL_MODE_RELEASE_BUFFERS)) }
         // Sessions are handed to `storeNewSession` and kept in `SessionCache`, keyed by the
         // name the proxy connected to; OpenSSL's internal client cache is keyed by session id
         // and never looked up by clients anyway.

@@ -59,6 +59,9 @@ public final class TLSEngine {
     /// Client: a cached session was offered for resumption.
     private let offeredCachedSession: Bool
 
+    /// Client contexts made for load generation keep buffers while idle.
+    private var keepsBuffers: Bool { clientContext?.keepsBuffers ?? false }
+
     public private(set) var handshakeState: TLSHandshakeState = .inProgress
     /// Why the handshake or a read or write failed.
     public private(set) var failureReason: String?
@@ -242,7 +245,7 @@ public final class TLSEngine {
             break
         }
         releaseDrainedInputBuffer()
-        if total < capacity, !receivedCloseNotify, !readFailed, Self.freeingIdleBuffersIsSafe,
+        if total < capacity, !receivedCloseNotify, !readFailed, !keepsBuffers, Self.freeingIdleBuffersIsSafe,
            BIO_ctrl_pending(readBIO) == 0 {
             // Waiting for input. SSL_MODE_RELEASE_BUFFERS frees the 16.5 KiB record buffer only
             // after application data; after a read that found nothing, or after post-handshake
@@ -299,7 +302,7 @@ public final class TLSEngine {
     private func releaseDrainedInputBuffer() {
         // Emptiness first: asking a memory BIO for its buffer first moves the unread bytes to
         // its front, which would cost a memmove per read while a large input is consumed.
-        guard BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
+        guard !keepsBuffers, BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
               let fresh = BIO_new(BIO_s_mem()) else { return }
         // SSL_set0_rbio frees the old BIO (the SSL owns it).
         SSL_set0_rbio(ssl, fresh)
@@ -309,7 +312,7 @@ public final class TLSEngine {
     /// Replaces an empty write BIO whose buffer grew past `retainedBufferLimit`. Only after the
     /// handshake: during it OpenSSL stacks a buffering BIO on the write BIO. Called when empty.
     private func releaseDrainedOutputBuffer() {
-        guard handshakeState == .complete, coutrider_bio_mem_capacity(writeBIO) > Self.retainedBufferLimit,
+        guard !keepsBuffers, handshakeState == .complete, coutrider_bio_mem_capacity(writeBIO) > Self.retainedBufferLimit,
               let fresh = BIO_new(BIO_s_mem()) else { return }
         SSL_set0_wbio(ssl, fresh)
         writeBIO = fresh

@@ -1,0 +1,5 @@
+import OutriderBench
+
+func printUsageError(_ text: String) {
+    printError(text)
+}
