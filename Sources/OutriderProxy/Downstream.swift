@@ -711,29 +711,42 @@ final class DownstreamConnection: SocketConnection {
         armDeadline()
 
         if let pooled = routing.takeIdleUpstream(chosen) {
-            upstream = pooled
-            pooled.attach(self, cluster: cluster, routing: routing, reused: true)
-            pooled.sendRequest(requestHead)
-            sendReplay(to: pooled)
-            upstreamConnected()
+            sendOnOpenConnection(pooled, cluster: cluster, requestHead: requestHead)
             return
         }
+        guard let connection = newConnection(cluster) else { return }
+        if !connection.connect(to: chosen, requestHead: requestHead) {
+            // Failed synchronously; `upstreamFailed` already ran.
+            return
+        }
+        sendReplay(to: connection)
+    }
+
+    private func sendOnOpenConnection(_ connection: UpstreamConnection, cluster: ClusterRuntime, requestHead: ByteBuffer) {
+        upstream = connection
+        connection.attach(self, cluster: cluster, routing: routing, reused: true)
+        connection.sendRequest(requestHead)
+        sendReplay(to: connection)
+        upstreamConnected()
+    }
+
+    /// A connection to open for this try, counted as pending in the cluster's circuit breaker;
+    /// nil (and a 503 `overflow` sent) when the cluster is at `max_connections` or
+    /// `max_pending`.
+    private func newConnection(_ cluster: ClusterRuntime) -> UpstreamConnection? {
+        let shared = cluster.shared
         if shared.load(cluster: cluster.index, .connections) >= cluster.policy.maxConnections
             || shared.load(cluster: cluster.index, .pendingRequests) >= cluster.policy.maxPending {
             endTry()
             sendLocalReply(.overflow, close: !requestBody.isDone)
-            return
+            return nil
         }
         shared.add(cluster: cluster.index, .pendingRequests, 1)
         countedPending = true
         let connection = worker.makeUpstream()
         upstream = connection
         connection.attach(self, cluster: cluster, routing: routing, reused: false)
-        if !connection.connect(to: chosen, requestHead: requestHead) {
-            // Failed synchronously; `upstreamFailed` already ran.
-            return
-        }
-        sendReplay(to: connection)
+        return connection
     }
 
     /// Transparent mode: the request goes where the client was going, on the connection kept
@@ -749,26 +762,12 @@ final class DownstreamConnection: SocketConnection {
         if let kept = keptUpstream {
             keptUpstream = nil
             if kept.serial == keptUpstreamSerial && kept.isReusable {
-                upstream = kept
-                kept.attach(self, cluster: cluster, routing: routing, reused: true)
-                kept.sendRequest(requestHead)
-                sendReplay(to: kept)
-                upstreamConnected()
+                sendOnOpenConnection(kept, cluster: cluster, requestHead: requestHead)
                 return
             }
             if kept.serial == keptUpstreamSerial { kept.close() }
         }
-        let shared = cluster.shared
-        if shared.load(cluster: cluster.index, .connections) >= cluster.policy.maxConnections
-            || shared.load(cluster: cluster.index, .pendingRequests) >= cluster.policy.maxPending {
-            sendLocalReply(.overflow, close: !requestBody.isDone)
-            return
-        }
-        shared.add(cluster: cluster.index, .pendingRequests, 1)
-        countedPending = true
-        let connection = worker.makeUpstream()
-        upstream = connection
-        connection.attach(self, cluster: cluster, routing: routing, reused: false)
+        guard let connection = newConnection(cluster) else { return }
         if !connection.connect(originalDestination: destination, requestHead: requestHead) { return }
         sendReplay(to: connection)
     }

@@ -191,21 +191,12 @@ final class ClusterRuntime: @unchecked Sendable {
     /// Health, ejections and circuit-breaker counts of the configuration this cluster is part of.
     let shared: SharedUpstreamState
     /// TLS origination (cluster `tls`); nil = cleartext. Replaced when its files change.
-    var tlsContext: TLSClientContext? {
-        pthread_mutex_lock(&tlsLock)
-        defer { pthread_mutex_unlock(&tlsLock) }
-        return currentTLSContext
-    }
-    private var currentTLSContext: TLSClientContext?
-    private var tlsLock = pthread_mutex_t()
+    var tlsContext: TLSClientContext? { currentTLSContext.value }
+    private let currentTLSContext: SwappableReference<TLSClientContext>
     let tlsConfig: ClusterTLSConfig?
     let configName: String
 
-    func replaceTLSContext(_ context: TLSClientContext) {
-        pthread_mutex_lock(&tlsLock)
-        currentTLSContext = context
-        pthread_mutex_unlock(&tlsLock)
-    }
+    func replaceTLSContext(_ context: TLSClientContext) { currentTLSContext.value = context }
 
     static func makeTLSContext(_ tls: ClusterTLSConfig) throws(TLSError) -> TLSClientContext {
         try TLSClientContext(caPath: tls.ca, verify: tls.verify,
@@ -217,18 +208,17 @@ final class ClusterRuntime: @unchecked Sendable {
 
     init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime], shared: SharedUpstreamState) throws(FilterFactory.BuildError) {
         self.shared = shared
-        pthread_mutex_init(&tlsLock, nil)
         tlsConfig = config.tls
         configName = config.name
         if let tls = config.tls {
             do {
-                currentTLSContext = try Self.makeTLSContext(tls)
+                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls))
             } catch {
                 throw FilterFactory.BuildError(description: "cluster \(config.name) tls: \(error.description)")
             }
             tlsServerName = tls.sni
         } else {
-            currentTLSContext = nil
+            currentTLSContext = SwappableReference(nil)
             tlsServerName = nil
         }
         self.index = index
@@ -321,19 +311,10 @@ final class ListenerRuntime: @unchecked Sendable {
     /// `max_connections` shared evenly by the workers (each owns its accept socket).
     let maxConnectionsPerWorker: Int
     /// TLS termination (listener `tls`); nil = cleartext. Replaced when its files change.
-    var tlsContext: TLSServerContext? {
-        pthread_mutex_lock(&tlsLock)
-        defer { pthread_mutex_unlock(&tlsLock) }
-        return currentTLSContext
-    }
-    private var currentTLSContext: TLSServerContext?
-    private var tlsLock = pthread_mutex_t()
+    var tlsContext: TLSServerContext? { currentTLSContext.value }
+    private let currentTLSContext: SwappableReference<TLSServerContext>
 
-    func replaceTLSContext(_ context: TLSServerContext) {
-        pthread_mutex_lock(&tlsLock)
-        currentTLSContext = context
-        pthread_mutex_unlock(&tlsLock)
-    }
+    func replaceTLSContext(_ context: TLSServerContext) { currentTLSContext.value = context }
 
     static func makeTLSContext(_ tls: ListenerTLSConfig) throws(TLSError) -> TLSServerContext {
         try TLSServerContext(
@@ -348,15 +329,14 @@ final class ListenerRuntime: @unchecked Sendable {
         self.index = index
         self.config = config
         name = ByteString(config.name)
-        pthread_mutex_init(&tlsLock, nil)
         if let tls = config.tls {
             do {
-                currentTLSContext = try Self.makeTLSContext(tls)
+                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls))
             } catch {
                 throw FilterFactory.BuildError(description: "listener \(config.name) tls: \(error.description)")
             }
         } else {
-            currentTLSContext = nil
+            currentTLSContext = SwappableReference(nil)
         }
         var routes: [RouteRuntime] = []
         for route in config.routes {
@@ -390,5 +370,30 @@ extension Duration {
     var nanoseconds: Int64 {
         let parts = components
         return parts.seconds &* 1_000_000_000 &+ parts.attoseconds / 1_000_000_000
+    }
+}
+
+/// A reference one thread replaces while others read it (a TLS context the certificate
+/// watcher rebuilt): a mutex, taken once per new connection.
+final class SwappableReference<Value: AnyObject>: @unchecked Sendable {
+    private var current: Value?
+    private var lock = pthread_mutex_t()
+
+    init(_ value: Value?) {
+        current = value
+        pthread_mutex_init(&lock, nil)
+    }
+
+    var value: Value? {
+        get {
+            pthread_mutex_lock(&lock)
+            defer { pthread_mutex_unlock(&lock) }
+            return current
+        }
+        set {
+            pthread_mutex_lock(&lock)
+            current = newValue
+            pthread_mutex_unlock(&lock)
+        }
     }
 }
