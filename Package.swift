@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "OutriderFilters", targets: ["OutriderFilters"]),
         .library(name: "OutriderBalancing", targets: ["OutriderBalancing"]),
         .library(name: "OutriderTLS", targets: ["OutriderTLS"]),
+        .library(name: "OutriderHTTP2", targets: ["OutriderHTTP2"]),
         .library(name: "OutriderProxy", targets: ["OutriderProxy"]),
     ],
     dependencies: [
@@ -35,6 +36,8 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
+        .systemLibrary(name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2",
+                       providers: [.apt(["libnghttp2-dev"])]),
         .target(name: "OutriderCore", swiftSettings: dataPath),
         .target(name: "OutriderPosix", dependencies: ["OutriderCore", "CLinux"], swiftSettings: dataPath),
         .target(name: "OutriderHTTP", dependencies: ["OutriderCore"], swiftSettings: dataPath),
@@ -44,6 +47,8 @@ let package = Package(
                 swiftSettings: dataPath),
         // TLS as bytes in, bytes out: contexts (certificates, ALPN, SNI, mTLS) and an engine over memory BIOs.
         .target(name: "OutriderTLS", dependencies: ["OutriderCore", "COpenSSL"], swiftSettings: dataPath),
+        // HTTP/2 as bytes in, bytes out: an nghttp2 session over mem_recv/mem_send, no sockets.
+        .target(name: "OutriderHTTP2", dependencies: ["OutriderCore", "OutriderHTTP", "CNGHTTP2"], swiftSettings: dataPath),
         // Upstream choice without I/O: load-balancing policies, retry backoff and budgets.
         .target(name: "OutriderBalancing", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
@@ -68,6 +73,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http1-parser", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore", "CFuzzerShim"],
                           path: "Sources/fuzz-http1-parser"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
+        .testTarget(name: "OutriderHTTP2Tests", dependencies: ["OutriderHTTP2", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore", "COpenSSL"]),
         .testTarget(name: "OutriderBenchTests", dependencies: [
             "OutriderBench", .product(name: "Histogram", package: "hdrhistogram-swift"),
