@@ -235,7 +235,12 @@ public final class HTTP2Session {
     /// through `submitData`/`submitTrailers`.
     public func submitRequest(headers: HTTP2HeaderBlock, endStream: Bool) throws(HTTP2SubmitError) -> Int32 {
         precondition(role == .client, "submitRequest is for client sessions")
-        guard failure == nil else { throw HTTP2SubmitError(code: NGHTTP2_ERR_SESSION_CLOSING.rawValue, description: "session closing") }
+        // nghttp2 checks GOAWAY only when the HEADERS would go out; refuse now so the caller
+        // can pick another connection at once.
+        guard failure == nil, !isUnusable, nghttp2_session_check_request_allowed(session) != 0 else {
+            throw HTTP2SubmitError(code: NGHTTP2_ERR_START_STREAM_NOT_ALLOWED.rawValue,
+                                   description: "no new streams: the session is closing or the peer sent GOAWAY")
+        }
         let state = acquireStream()
         let statePointer = Unmanaged.passUnretained(state).toOpaque()
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: statePointer), read_callback: readStreamData)
@@ -472,6 +477,9 @@ public final class HTTP2Session {
             }
             delegate?.http2Session(self, didRefuseStream: streamID, reason: reason)
         } else {
+            // The peer may have ended the stream in the same frame, closing it before the reset
+            // goes out; the delegate hears CANCEL either way, never a head-less NO_ERROR close.
+            state.localResetCode = HTTP2ErrorCode.cancel.rawValue
             resetStream(stream: streamID, code: .cancel)
         }
     }
@@ -514,7 +522,8 @@ public final class HTTP2Session {
             state.unconsumedBytes = 0
         }
         if state.knownToDelegate {
-            delegate?.http2Session(self, didCloseStream: streamID, errorCode: HTTP2ErrorCode(rawValue: errorCode))
+            delegate?.http2Session(self, didCloseStream: streamID,
+                                   errorCode: HTTP2ErrorCode(rawValue: state.localResetCode ?? errorCode))
         }
         releaseStream(state)
         return 0

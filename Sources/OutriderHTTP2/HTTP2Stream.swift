@@ -27,6 +27,8 @@ final class HTTP2Stream {
     var receivedFinalHeaders = false
     /// DATA bytes delivered and not yet consumed: credited back to the connection at close.
     var unconsumedBytes = 0
+    /// The session reset the stream itself; the close is reported with this code.
+    var localResetCode: UInt32?
 
     var bufferedCount: Int { sendEnd - sendStart }
 
@@ -43,6 +45,7 @@ final class HTTP2Stream {
         knownToDelegate = false
         receivedFinalHeaders = false
         unconsumedBytes = 0
+        localResetCode = nil
     }
 
     /// Gives back a large send buffer when the stream goes back to the pool: a 1 MiB burst

@@ -94,14 +94,12 @@ public struct HTTP2SessionFailure: Error, Equatable, Sendable, CustomStringConve
         case emptyFrameFlood
         /// Too many CONTINUATION frames after one HEADERS (CVE-2024-27316 / 28182).
         case continuationFlood
-        /// The peer ended the connection with GOAWAY and no stream is left.
-        case peerGoAway
         /// Out of memory or a broken invariant in nghttp2.
         case internalError
     }
 
     public let kind: Kind
-    /// The GOAWAY code sent to the peer (or received, for `peerGoAway`); nil when none could be.
+    /// The GOAWAY code sent to the peer ; nil when none could be.
     public let code: HTTP2ErrorCode?
     public let reason: String
 

@@ -112,6 +112,9 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
         serverConfiguration.connectionWindowSize = 65_535
         let (client, server, _, serverEvents) = try makePair(server: serverConfiguration)
         serverEvents.consumesImmediately = false
+        // Settings first: until the server's SETTINGS are acknowledged, a client may use the
+        // protocol's default 65,535-byte window.
+        pump(client, server)
         let body = pattern(1 << 20)
         let stream = try client.submitRequest(headers: postRequest(), endStream: false)
         // The client buffers it all; nghttp2 sends only what the server's windows allow.
