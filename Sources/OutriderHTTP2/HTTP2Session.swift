@@ -1,6 +1,19 @@
 // One HTTP/2 connection as a byte transform over nghttp2's mem_recv/mem_send: bytes read from
 // the socket (or the TLS engine) go in through `receive`, frames to write come out of
 // `takeOutput`, and what happened on streams is told to a delegate. It knows no socket.
+//
+// Defences (HTTP2Configuration holds the numbers):
+// - rapid reset (CVE-2023-44487): nghttp2_option_set_stream_reset_rate_limit, plus our own
+//   bucket with the same budget that reports `.rapidReset` and sends GOAWAY(ENHANCE_YOUR_CALM);
+// - CONTINUATION flood: nghttp2_option_set_max_continuations (Debian's 1.52 back-port) makes
+//   mem_recv fail with NGHTTP2_ERR_TOO_MANY_CONTINUATIONS → `.continuationFlood`;
+// - SETTINGS/PING floods: nghttp2_option_set_max_outbound_ack → NGHTTP2_ERR_FLOODED → `.flood`;
+//   nghttp2_option_set_max_settings → GOAWAY(ENHANCE_YOUR_CALM), reported once it goes out;
+// - empty DATA frames: counted here (nghttp2 has no limit) → `.emptyFrameFlood`;
+// - header list size: advertised and enforced here (431 for requests, CANCEL for responses).
+// Failures nghttp2 decides alone (protocol errors, too many SETTINGS entries) become known when
+// their GOAWAY goes out through `takeOutput`: `failure` is set then and `receive` answers
+// `.fatal` from there on.
 import CNGHTTP2
 import Glibc
 import OutriderCore
