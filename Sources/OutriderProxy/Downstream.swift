@@ -130,7 +130,10 @@ final class DownstreamConnection: SocketConnection {
     var inTunnel: Bool { phase == .tunnel }
     /// Transparent mode: where the client's connection was going before iptables redirected it
     /// here; nil when the listener does not use `original_destination` or it was not redirected.
-    private var originalDestination: SocketAddress?
+    /// Boxed: a sockaddr_storage is 128 bytes, and only transparent listeners have one; every
+    /// idle connection would otherwise carry it.
+    private var originalDestinationBox: AddressBox?
+    private var originalDestination: SocketAddress? { originalDestinationBox?.address }
     /// The upstream connection to `originalDestination`, kept between requests, and its serial
     /// when it was kept (a different serial: it was closed and may serve someone else now).
     private var keptUpstream: UpstreamConnection?
@@ -168,11 +171,11 @@ final class DownstreamConnection: SocketConnection {
         readable = false
         writable = false
         clientIdentity = nil
-        originalDestination = nil
+        originalDestinationBox = nil
         if listener.listener.config.originalDestination,
            let destination = Sys.originalDestination(fd, ipv6: peer.isIPv6),
            let local = Sys.localAddress(fd), destination.description != local.description {
-            originalDestination = destination
+            originalDestinationBox = AddressBox(destination)
         }
         if let context = listener.listener.tlsContext {
             do {
@@ -1707,6 +1710,11 @@ final class DownstreamConnection: SocketConnection {
 private enum ChunkedPrescan { case acceptable, invalid, tooLarge }
 
 /// Runs a throw-away decoder over the buffered bytes without consuming them.
+final class AddressBox {
+    let address: SocketAddress
+    init(_ address: SocketAddress) { self.address = address }
+}
+
 /// The value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
 private func cookieValue(named name: ByteString, in value: UnsafePointer<UInt8>, _ count: Int) -> (pointer: UnsafePointer<UInt8>, count: Int)? {
     var start = 0
