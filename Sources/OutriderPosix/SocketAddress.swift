@@ -89,6 +89,10 @@ public struct PeerAddress: Sendable, CustomStringConvertible {
 
     public init() {}
 
+    public func sameEndpoint(as other: PeerAddress) -> Bool {
+        high == other.high && low == other.low && port == other.port && isIPv6 == other.isIPv6
+    }
+
     public init(_ address: SocketAddress) {
         var storage = address.storage
         withUnsafePointer(to: &storage) { raw in

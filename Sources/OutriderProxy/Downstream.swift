@@ -174,7 +174,7 @@ final class DownstreamConnection: SocketConnection {
         originalDestinationBox = nil
         if listener.listener.config.originalDestination,
            let destination = Sys.originalDestination(fd, ipv6: peer.isIPv6),
-           let local = Sys.localAddress(fd), destination.description != local.description {
+           let local = Sys.localAddress(fd), !destination.peer.sameEndpoint(as: local.peer) {
             originalDestinationBox = AddressBox(destination)
         }
         if let context = listener.listener.tlsContext {

@@ -128,15 +128,11 @@ final class HealthProbe: LoopHandler {
 /// connections to the old; a failed resolution keeps the last good answer.
 final class DNSRefresher: @unchecked Sendable {
     private let runtime: ProxyRuntime
-    private var stopping = false
-    private var lock = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let stopSignal = StopSignal()
     private var thread: OSThread?
 
     init(runtime: ProxyRuntime) {
         self.runtime = runtime
-        pthread_mutex_init(&lock, nil)
-        pthread_cond_init(&condition, nil)
     }
 
     var hasWork: Bool { runtime.endpoints.contains { $0.isDNSName } }
@@ -146,12 +142,7 @@ final class DNSRefresher: @unchecked Sendable {
         thread = try OSThread.start(name: "outrider-dns") { [self] in run() }
     }
 
-    func stop() {
-        pthread_mutex_lock(&lock)
-        stopping = true
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&lock)
-    }
+    func stop() { stopSignal.stop() }
 
     private func run() {
         var due: [Int64] = runtime.clusters.map { Sys.monotonicNanoseconds() + $0.dnsRefresh }
@@ -164,7 +155,7 @@ final class DNSRefresher: @unchecked Sendable {
                 }
             }
             let next = due.min() ?? now + 5_000_000_000
-            if waitUntil(next) { return }
+            if stopSignal.wait(until: next) { return }
         }
     }
 
@@ -190,18 +181,6 @@ final class DNSRefresher: @unchecked Sendable {
             "addresses": endpoint.currentAddresses().map(\.description).joined(separator: " "),
         ])
     }
-
-    /// Sleeps until `deadline` (monotonic ns); true when asked to stop.
-    private func waitUntil(_ deadline: Int64) -> Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        while !stopping {
-            let now = Sys.monotonicNanoseconds()
-            if now >= deadline { return false }
-            Sys.conditionWait(&condition, &lock, nanoseconds: deadline - now)
-        }
-        return true
-    }
 }
 
 /// Certificate rotation without a restart (cert-manager, Kubernetes Secret volumes): every 2 s
@@ -210,15 +189,11 @@ final class DNSRefresher: @unchecked Sendable {
 /// context, logged with OpenSSL's reason (and tried again after the next change).
 final class CertificateWatcher: @unchecked Sendable {
     private let runtime: ProxyRuntime
-    private var stopping = false
-    private var lock = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let stopSignal = StopSignal()
     private var stamps: [String: [Int64]] = [:]
 
     init(runtime: ProxyRuntime) {
         self.runtime = runtime
-        pthread_mutex_init(&lock, nil)
-        pthread_cond_init(&condition, nil)
     }
 
     private var listenerFiles: [(ListenerRuntime, [String])] {
@@ -248,12 +223,7 @@ final class CertificateWatcher: @unchecked Sendable {
         _ = try OSThread.start(name: "outrider-certs") { [self] in run() }
     }
 
-    func stop() {
-        pthread_mutex_lock(&lock)
-        stopping = true
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&lock)
-    }
+    func stop() { stopSignal.stop() }
 
     private func changed(_ files: [String]) -> Bool {
         var any = false
@@ -269,11 +239,7 @@ final class CertificateWatcher: @unchecked Sendable {
 
     private func run() {
         while true {
-            pthread_mutex_lock(&lock)
-            if !stopping { Sys.conditionWait(&condition, &lock, nanoseconds: 2_000_000_000) }
-            let stop = stopping
-            pthread_mutex_unlock(&lock)
-            if stop { return }
+            if stopSignal.wait(until: Sys.monotonicNanoseconds() + 2_000_000_000) { return }
             for (listener, files) in listenerFiles where changed(files) {
                 guard let tls = listener.config.tls else { continue }
                 do {
@@ -295,5 +261,37 @@ final class CertificateWatcher: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// How a background thread (DNS refresh, certificate watch) sleeps between rounds and learns
+/// that it should end: `stop` wakes it at once.
+final class StopSignal: @unchecked Sendable {
+    private var stopping = false
+    private var lock = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+
+    init() {
+        pthread_mutex_init(&lock, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    func stop() {
+        pthread_mutex_lock(&lock)
+        stopping = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Sleeps until `deadline` (monotonic ns); true when asked to stop.
+    func wait(until deadline: Int64) -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        while !stopping {
+            let now = Sys.monotonicNanoseconds()
+            if now >= deadline { return false }
+            Sys.conditionWait(&condition, &lock, nanoseconds: deadline - now)
+        }
+        return true
     }
 }

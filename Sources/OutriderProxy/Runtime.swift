@@ -191,7 +191,7 @@ final class ClusterRuntime: @unchecked Sendable {
     /// Health, ejections and circuit-breaker counts of the configuration this cluster is part of.
     let shared: SharedUpstreamState
     /// TLS origination (cluster `tls`); nil = cleartext. Replaced when its files change.
-    var tlsContext: TLSClientContext? { currentTLSContext.value }
+    var tlsContext: TLSClientContext? { tlsConfig == nil ? nil : currentTLSContext.value }
     private let currentTLSContext: SwappableReference<TLSClientContext>
     let tlsConfig: ClusterTLSConfig?
     let configName: String
@@ -310,8 +310,9 @@ final class ListenerRuntime: @unchecked Sendable {
     let forwardedHeaders: Bool
     /// `max_connections` shared evenly by the workers (each owns its accept socket).
     let maxConnectionsPerWorker: Int
-    /// TLS termination (listener `tls`); nil = cleartext. Replaced when its files change.
-    var tlsContext: TLSServerContext? { currentTLSContext.value }
+    /// TLS termination (listener `tls`); nil = cleartext. Replaced when its files change. A
+    /// cleartext listener's connections never take the lock.
+    var tlsContext: TLSServerContext? { config.tls == nil ? nil : currentTLSContext.value }
     private let currentTLSContext: SwappableReference<TLSServerContext>
 
     func replaceTLSContext(_ context: TLSServerContext) { currentTLSContext.value = context }
