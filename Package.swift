@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "OutriderBalancing", dependencies: ["OutriderCore"], swiftSettings: dataPath),
         .target(name: "OutriderProxy", dependencies: [
             "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderConfig", "OutriderFilters",
-            "OutriderBalancing", "OutriderTLS", "COpenSSL", "CAtomics",
+            "OutriderBalancing", "OutriderTLS", "OutriderHTTP2", "COpenSSL", "CAtomics",
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider", dependencies: [
             "OutriderProxy", "OutriderConfig", "OutriderCore", "OutriderTLS",

@@ -12,9 +12,8 @@ enum Defaults {
     static let listenerAddress = ConfigAddress(host: "0.0.0.0", port: 15_006)
     static let listenerDirection = ListenerDirection.inbound
     static let listenerProtocols: [ListenerProtocol] = [.http1, .h2c]
-    /// A listener with `tls` and no `protocols`: h2c is cleartext, and h2 (ALPN) is not built
-    /// yet, so HTTP/1.1 over TLS.
-    static let tlsListenerProtocols: [ListenerProtocol] = [.http1]
+    /// A listener with `tls` and no `protocols`: HTTP/1.1 and h2, chosen by ALPN.
+    static let tlsListenerProtocols: [ListenerProtocol] = [.http1, .h2]
     static let limits = ListenerLimits(
         maxConnections: 10_000,
         maxHeaderBytes: 64 * 1_024,

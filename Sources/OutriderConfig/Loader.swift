@@ -294,11 +294,8 @@ struct ConfigurationBuilder {
             }
             if value == .h2 && !tls {
                 session.report("protocol 'h2' needs tls; use h2c for cleartext HTTP/2", at: item)
-            } else if value == .h2 {
-                // HTTP/2 over TLS comes with the HTTP/2 engine; until then ALPN offers http/1.1 only.
-                session.report("'h2' is not supported yet; this build offers http/1.1 over TLS", at: item)
             } else if value == .h2c && tls {
-                session.report("protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use http1", at: item)
+                session.report("protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use h2 (ALPN)", at: item)
             } else if protocols.contains(value) {
                 session.report("duplicate protocol '\(value.rawValue)' in 'protocols'", at: item)
             } else {

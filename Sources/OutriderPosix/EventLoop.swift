@@ -124,6 +124,20 @@ public final class EventLoop {
         handler.generation = generations[Int(handler.slot)]
     }
 
+    /// Gives `old`'s registration (descriptor and slot) to `new`: events for the descriptor go
+    /// to `new` from now on, without an epoll_ctl. Neither keeps a deadline.
+    public func transfer(_ old: LoopHandler, to new: LoopHandler) {
+        guard old.slot >= 0 else { return }
+        handlers[Int(old.slot)] = new
+        new.slot = old.slot
+        new.generation = old.generation
+        new.deadline = 0
+        new.wheelTick = 0
+        old.slot = -1
+        old.deadline = 0
+        old.wheelTick = 0
+    }
+
     /// Removes the handler; the caller closes the descriptor. Events already fetched for it
     /// are dropped by the generation check.
     public func unregister(_ fd: Int32, _ handler: LoopHandler) {

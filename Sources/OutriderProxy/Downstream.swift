@@ -32,6 +32,17 @@ final class DownstreamConnection: SocketConnection {
     var listener: ListenerHandler?
     var liveIndex = -1
     private(set) var peer = PeerAddress()
+    /// Carried by an HTTP/2 stream (one exchange, no socket): not a connection of its listener.
+    private(set) var isVirtual = false
+    /// The client reached us over TLS (x-forwarded-proto); kept apart from `tls` because an
+    /// HTTP/2 stream's exchange has no engine of its own.
+    private var viaTLS = false
+    /// The exchange came over HTTP/2 (the access log's `proto`).
+    private var isHTTP2 = false
+    /// The first bytes may still turn this connection into HTTP/2: the h2c preface on a
+    /// cleartext listener offering h2c, or ALPN h2 on TLS.
+    private var http2Candidate = false
+    private var alpnH2 = false
     private var phase: Phase = .closed
     private var requestsServed = 0
 
@@ -144,11 +155,15 @@ final class DownstreamConnection: SocketConnection {
 
     override func tlsHandshakeCompleted() {
         clientIdentity = tls?.peerIdentity.map { Array($0.utf8) }
+        if let tls, tls.negotiatedALPNIsH2 {
+            alpnH2 = true
+            http2Candidate = true
+        }
         super.tlsHandshakeCompleted()
     }
 
     var isIdleBetweenRequests: Bool {
-        phase == .waitingHead && !exchangeActive && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0)
+        !isVirtual && phase == .waitingHead && !exchangeActive && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0)
     }
 
     // MARK: lifecycle
@@ -171,6 +186,12 @@ final class DownstreamConnection: SocketConnection {
         readable = false
         writable = false
         clientIdentity = nil
+        isVirtual = false
+        isHTTP2 = false
+        alpnH2 = false
+        let protocols = listener.listener.config.protocols
+        http2Candidate = protocols.contains(.h2c) && listener.listener.config.tls == nil
+        viaTLS = listener.listener.config.tls != nil
         originalDestinationBox = nil
         if listener.listener.config.originalDestination,
            let destination = Sys.originalDestination(fd, ipv6: peer.isIPv6),
@@ -185,6 +206,49 @@ final class DownstreamConnection: SocketConnection {
                 tls = nil
             }
         }
+    }
+
+    /// An exchange carried by an HTTP/2 stream: `peer` reads the request from the stream and
+    /// takes the response; the head is already in the input buffer when `startVirtual` runs.
+    func openVirtual(_ virtualPeer: VirtualPeer, peer: PeerAddress, listener: ListenerHandler, viaTLS: Bool,
+                     clientIdentity: [UInt8]?, originalDestination: AddressBox?) {
+        fd = SocketConnection.virtualDescriptor
+        self.virtualPeer = virtualPeer
+        self.peer = peer
+        self.listener = listener
+        let limits = listener.listener.limits
+        parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: limits.maxHeaderBytes + 4096, maxHeaders: limits.maxHeaders + 8))
+        phase = .waitingHead
+        requestsServed = 0
+        exchangeActive = false
+        lingering = false
+        routing = listener.routing
+        gaugeMetrics = routing.metrics
+        gaugeIndex = -1
+        readable = false
+        writable = true
+        isVirtual = true
+        isHTTP2 = true
+        http2Candidate = false
+        alpnH2 = false
+        self.viaTLS = viaTLS
+        self.clientIdentity = clientIdentity
+        originalDestinationBox = originalDestination
+    }
+
+    func startVirtual() {
+        worker.loop.attach(self)
+        headStartedAt = worker.loop.now
+        worker.loop.setDeadline(self, worker.loop.now + listener!.listener.headerReadTimeout)
+        readable = true
+        processInput()
+    }
+
+    /// More of the request arrived on the stream.
+    func virtualInputArrived() {
+        guard phase != .closed else { return }
+        readable = true
+        processInput()
     }
 
     func start() {
@@ -305,7 +369,7 @@ final class DownstreamConnection: SocketConnection {
     /// the body still arrives). So: half-close, discard what still comes for up to 2 s, then
     /// close (nginx's lingering close).
     private func lingerOrClose() {
-        if peerClosed || lingering { close(); return }
+        if peerClosed || lingering || isVirtual { close(); return }
         // Nothing can still be on its way when the request was read whole and we answered it
         // normally: close at once (the common `Connection: close` request costs no extra
         // wake-up). Local replies may have left a body or garbage unread: those linger.
@@ -397,6 +461,21 @@ final class DownstreamConnection: SocketConnection {
     /// Parses the buffered head; true when it was complete and has been acted on.
     private func parseAvailableHead() -> Bool {
         guard let buffer = inBuffer else { return false }
+        if http2Candidate {
+            switch http2Start(buffer) {
+            case .http2:
+                handOverToHTTP2()
+                return true
+            case .undecided:
+                return false
+            case .http1:
+                http2Candidate = false
+                if listener?.listener.config.protocols.contains(.http1) == false {
+                    close()
+                    return true
+                }
+            }
+        }
         if !parser.isInProgress {
             parser.begin(at: buffer.readerIndex)
             if headers == nil { headers = worker.acquireHeaderTable() }
@@ -414,6 +493,47 @@ final class DownstreamConnection: SocketConnection {
             handleRequestHead(buffer, table)
             return true
         }
+    }
+
+    private enum HTTP2Start { case http2, http1, undecided }
+
+    /// ALPN chose h2, or the buffered bytes are (so far) the h2c connection preface.
+    private func http2Start(_ buffer: ByteBuffer) -> HTTP2Start {
+        if alpnH2 { return .http2 }
+        if requestsServed > 0 || parser.isInProgress { return .http1 }
+        let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        let count = min(buffer.readableBytes, preface.utf8CodeUnitCount)
+        let bytes = buffer.readPointer
+        for index in 0..<count where bytes[index] != preface.utf8Start[index] { return .http1 }
+        return count == preface.utf8CodeUnitCount ? .http2 : .undecided
+    }
+
+    /// The socket, its TLS session and the bytes read so far go to an HTTP/2 connection; this
+    /// object is recycled without closing anything.
+    private func handOverToHTTP2() {
+        guard let listener else { close(); return }
+        let connection = worker.makeHTTP2Downstream()
+        worker.loop.transfer(self, to: connection)
+        connection.adopt(fd: fd, peer: peer, listener: listener, tls: tls, tlsOut: tlsOut, input: inBuffer, output: outBuffer,
+                         clientIdentity: clientIdentity, originalDestination: originalDestinationBox,
+                         readable: readable, writable: writable, hangupSeen: hangupSeen,
+                         gaugeMetrics: gaugeMetrics, gaugeIndex: gaugeIndex)
+        fd = -1
+        tls = nil
+        tlsOut = nil
+        inBuffer = nil
+        outBuffer = nil
+        readable = false
+        writable = false
+        hangupSeen = false
+        gaugeIndex = -1
+        originalDestinationBox = nil
+        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        phase = .closed
+        // Recycled as a free object: the listener still counts the connection (it moved).
+        self.listener = nil
+        worker.recycle(self)
+        connection.start()
     }
 
     // MARK: request head
@@ -1478,7 +1598,8 @@ final class DownstreamConnection: SocketConnection {
         appendJSONEscaped(out, meta.base + metaAuthority.lowerBound, metaAuthority.count)
         out.append("\",\"path\":\"")
         appendJSONEscaped(out, meta.base + metaPath.lowerBound, metaPath.count)
-        out.append(requestMinorVersion == 1 ? "\",\"proto\":\"HTTP/1.1\",\"status\":" : "\",\"proto\":\"HTTP/1.0\",\"status\":")
+        out.append(isHTTP2 ? "\",\"proto\":\"HTTP/2\",\"status\":"
+                   : (requestMinorVersion == 1 ? "\",\"proto\":\"HTTP/1.1\",\"status\":" : "\",\"proto\":\"HTTP/1.0\",\"status\":"))
         out.appendDecimal(Int64(responseStatus))
         out.append(",\"bytes_in\":")
         out.appendDecimal(requestBody.transferred)
@@ -1552,7 +1673,7 @@ final class DownstreamConnection: SocketConnection {
         appendJSONEscaped(out, meta.base + metaMethod.lowerBound, metaMethod.count)
         out.append(UInt8(ascii: " "))
         appendJSONEscaped(out, meta.base + metaPath.lowerBound, metaPath.count)
-        out.append(requestMinorVersion == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" ")
+        out.append(isHTTP2 ? " HTTP/2.0\" " : (requestMinorVersion == 1 ? " HTTP/1.1\" " : " HTTP/1.0\" "))
         out.appendDecimal(Int64(responseStatus))
         out.append(UInt8(ascii: " "))
         out.appendDecimal(bytesOut)
@@ -1645,7 +1766,7 @@ final class DownstreamConnection: SocketConnection {
                 }
             }
             peer.appendIP(to: out)
-            out.append(tls == nil ? "\r\nx-forwarded-proto: http\r\nx-forwarded-host: " : "\r\nx-forwarded-proto: https\r\nx-forwarded-host: ")
+            out.append(viaTLS ? "\r\nx-forwarded-proto: https\r\nx-forwarded-host: " : "\r\nx-forwarded-proto: http\r\nx-forwarded-host: ")
             out.append(host, count: hostLength)
             out.append("\r\n")
         }

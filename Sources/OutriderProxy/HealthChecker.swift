@@ -243,7 +243,7 @@ final class CertificateWatcher: @unchecked Sendable {
             for (listener, files) in listenerFiles where changed(files) {
                 guard let tls = listener.config.tls else { continue }
                 do {
-                    listener.replaceTLSContext(try ListenerRuntime.makeTLSContext(tls))
+                    listener.replaceTLSContext(try ListenerRuntime.makeTLSContext(tls, protocols: listener.config.protocols))
                     OperationalLog.info("certificates reloaded", ["listener": listener.config.name])
                 } catch {
                     OperationalLog.error("certificates not reloaded; keeping the previous ones",

@@ -13,6 +13,9 @@ final class MetricsLayout: @unchecked Sendable {
     static let authMethods = ["none", "api_key", "basic", "jwt", "external"]
     static let authReasons = ["missing_credentials", "invalid_credentials", "denied", "unavailable", "overloaded"]
     static let retryReasons = RetryReason.allCases.map(\.label)
+    /// Why an HTTP/2 client connection was closed by us (`HTTP2SessionFailure.Kind`).
+    static let http2CloseReasons = ["bad_preface", "protocol_error", "flood", "rapid_reset", "empty_frames",
+                                    "continuation_flood", "internal_error"]
 
     let listenerNames: [String]
     /// Routes in a flat list: (listener index, route name, cluster name).
@@ -36,6 +39,7 @@ final class MetricsLayout: @unchecked Sendable {
     let upstreamActive: Int      // [endpoint] gauge
     let upstreamIdle: Int        // [endpoint] gauge
     let endpointRequests: Int    // [endpoint]
+    let http2Closed: Int         // [listener][reason]
     let count: Int
 
     init(runtime: ProxyRuntime) {
@@ -68,6 +72,7 @@ final class MetricsLayout: @unchecked Sendable {
         upstreamActive = take(endpoints.count)
         upstreamIdle = take(endpoints.count)
         endpointRequests = take(endpoints.count)
+        http2Closed = take(listenerNames.count * Self.http2CloseReasons.count)
         count = next
     }
 
@@ -174,6 +179,14 @@ enum MetricsRenderer {
         family("outrider_downstream_connections_total", "counter", "Client connections accepted.")
         for (index, name) in layout.listenerNames.enumerated() {
             out += "outrider_downstream_connections_total{listener=\(label(name))} \(sum(layout.downstreamTotal + index))\n"
+        }
+
+        family("outrider_http2_connections_closed_total", "counter",
+               "HTTP/2 client connections closed for abuse or protocol errors (GOAWAY sent), by reason.")
+        for (index, name) in layout.listenerNames.enumerated() {
+            for (reasonIndex, reason) in MetricsLayout.http2CloseReasons.enumerated() {
+                out += "outrider_http2_connections_closed_total{listener=\(label(name)),reason=\(label(reason))} \(sum(layout.http2Closed + index * MetricsLayout.http2CloseReasons.count + reasonIndex))\n"
+            }
         }
 
         family("outrider_requests_total", "counter", "Requests answered, by status code.")

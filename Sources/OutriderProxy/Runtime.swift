@@ -317,12 +317,16 @@ final class ListenerRuntime: @unchecked Sendable {
 
     func replaceTLSContext(_ context: TLSServerContext) { currentTLSContext.value = context }
 
-    static func makeTLSContext(_ tls: ListenerTLSConfig) throws(TLSError) -> TLSServerContext {
-        try TLSServerContext(
+    static func makeTLSContext(_ tls: ListenerTLSConfig, protocols: [ListenerProtocol]) throws(TLSError) -> TLSServerContext {
+        // Server preference: h2 first when offered.
+        var alpn: [String] = []
+        if protocols.contains(.h2) { alpn.append("h2") }
+        if protocols.contains(.http1) { alpn.append("http/1.1") }
+        return try TLSServerContext(
             certificateChainPath: tls.certificate.certificate, privateKeyPath: tls.certificate.privateKey,
             sniCertificates: tls.sniCertificates.map { ($0.certificate, $0.privateKey) },
             clientCAPath: tls.clientCA, minimumVersion: tls.minVersion == .v1_3 ? .tls13 : .tls12,
-            alpn: ["http/1.1"])
+            alpn: alpn)
     }
 
     init(index: Int, config: ListenerConfig, clusters: [ClusterRuntime], workerCount: Int,
@@ -332,7 +336,7 @@ final class ListenerRuntime: @unchecked Sendable {
         name = ByteString(config.name)
         if let tls = config.tls {
             do {
-                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls))
+                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls, protocols: config.protocols))
             } catch {
                 throw FilterFactory.BuildError(description: "listener \(config.name) tls: \(error.description)")
             }

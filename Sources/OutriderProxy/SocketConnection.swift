@@ -12,6 +12,19 @@ enum ReadOutcome {
     case full          // no room left in the buffer
 }
 
+/// The far end of a connection without a socket of its own: an HTTP/2 stream that carries one
+/// HTTP/1.1 exchange. What the connection would read comes from `fill`, what it would write
+/// goes to `deliver`; everything else (parsing, routing, filters, retries, the upstream) runs
+/// as on a socket.
+class VirtualPeer {
+    /// Moves up to `limit` readable bytes into `buffer`: `.data`, or `.wouldBlock` when none.
+    func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome { .wouldBlock }
+    /// Takes what it can of `buffer` (consuming it); what it leaves waits for room.
+    func deliver(_ buffer: ByteBuffer) {}
+    /// The connection closed and forgot this peer.
+    func connectionClosed() {}
+}
+
 /// A non-blocking TCP connection registered edge-triggered: `readable`/`writable` remember what
 /// epoll said so the owner can stop and resume without touching the registration. Buffers are
 /// taken from the worker's pool only while bytes are in them.
@@ -37,6 +50,9 @@ class SocketConnection: LoopHandler {
     final var tlsOut: ByteBuffer?
     /// The TLS handshake or a record failed (`tls?.failureReason` says why).
     final var tlsFailed = false
+    /// Set on a connection carried by an HTTP/2 stream (no socket; `fd` is `virtualDescriptor`).
+    final var virtualPeer: VirtualPeer?
+    static let virtualDescriptor: Int32 = .max
 
     init(worker: Worker) {
         self.worker = worker
@@ -56,6 +72,14 @@ class SocketConnection: LoopHandler {
         } else {
             buffer = worker.buffers.acquire()
             inBuffer = buffer
+        }
+        if let virtualPeer {
+            let outcome = virtualPeer.fill(buffer, limit: buffer.writableBytes)
+            if outcome != .data {
+                readable = false
+                releaseInputIfEmpty()
+            }
+            return outcome
         }
         if let tls {
             let outcome = readTLS(tls, into: buffer, limit: buffer.writableBytes)
@@ -89,6 +113,11 @@ class SocketConnection: LoopHandler {
     /// readiness bookkeeping as `readIntoInput`.
     final func read(into buffer: ByteBuffer, count limit: Int) -> ReadOutcome {
         if let tls { return readTLS(tls, into: buffer, limit: limit) }
+        if let virtualPeer {
+            let outcome = virtualPeer.fill(buffer, limit: min(limit, buffer.writableBytes))
+            if outcome != .data { readable = false }
+            return outcome
+        }
         let room = min(limit, buffer.writableBytes)
         if room == 0 { return .full }
         let count = Sys.read(fd, buffer.writePointer, room)
@@ -240,7 +269,7 @@ class SocketConnection: LoopHandler {
 
     /// Ends our sending side: close_notify first on TLS, then the FIN.
     final func shutdownSending() {
-        guard fd >= 0 else { return }
+        guard fd >= 0, virtualPeer == nil else { return }
         if let tls, !writeFailed, !tlsFailed, tls.handshakeState == .complete {
             tls.shutdown()
             _ = sendTLSCiphertext(reportFailure: false)
@@ -291,6 +320,10 @@ class SocketConnection: LoopHandler {
     /// and on EPOLLOUT.
     final func flush() {
         guard fd >= 0, !writeFailed else { return }
+        if let virtualPeer {
+            flushVirtual(virtualPeer)
+            return
+        }
         if let tls {
             flushTLS(tls)
             return
@@ -317,6 +350,22 @@ class SocketConnection: LoopHandler {
         }
     }
 
+    private final func flushVirtual(_ peer: VirtualPeer) {
+        guard let buffer = outBuffer, !buffer.isEmpty else {
+            outputIdle()
+            return
+        }
+        let before = buffer.readableBytes
+        peer.deliver(buffer)
+        let moved = before - buffer.readableBytes
+        releaseOutputIfEmpty()
+        if moved > 0 {
+            outputProgressed()
+        } else {
+            writable = false
+        }
+    }
+
     /// Output was written; producers held back by a full buffer may go on.
     func outputProgressed() {}
     /// A flush found nothing to write.
@@ -327,6 +376,20 @@ class SocketConnection: LoopHandler {
     /// Closes the descriptor and returns buffers to the pool.
     final func closeSocket() {
         guard fd >= 0 else { return }
+        if let peer = virtualPeer {
+            virtualPeer = nil
+            worker.loop.forget(self)
+            fd = -1
+            if let buffer = inBuffer { worker.buffers.release(buffer); inBuffer = nil }
+            if let buffer = outBuffer { worker.buffers.release(buffer); outBuffer = nil }
+            readable = false
+            writable = false
+            peerClosed = false
+            hangupSeen = false
+            writeFailed = false
+            peer.connectionClosed()
+            return
+        }
         if let tls {
             // close_notify, best effort: the peer learns the end was intended.
             if !writeFailed && !tlsFailed && tls.handshakeState == .complete {

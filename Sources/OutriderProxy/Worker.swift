@@ -42,6 +42,8 @@ final class Worker: @unchecked Sendable {
     let hashScratch = ByteBuffer(capacity: 64)
     /// Open client connections (swap-remove by each connection's `liveIndex`).
     private(set) var liveDownstreams: [DownstreamConnection] = []
+    /// Open HTTP/2 client connections (their streams' exchanges are in `liveDownstreams`).
+    private(set) var liveHTTP2: [HTTP2DownstreamConnection] = []
     private(set) var draining = false
     private var inboundDrained = false
     private var drainDeadline: Int64 = 0
@@ -118,7 +120,46 @@ final class Worker: @unchecked Sendable {
         return connection
     }
 
-    var downstreamCount: Int { liveDownstreams.count }
+    var downstreamCount: Int { liveDownstreams.count + liveHTTP2.count }
+
+    /// An exchange of an HTTP/2 stream (see `DownstreamConnection.openVirtual`).
+    func makeVirtualDownstream() -> DownstreamConnection {
+        let connection = freeDownstreams.popLast() ?? DownstreamConnection(worker: self)
+        connection.liveIndex = liveDownstreams.count
+        liveDownstreams.append(connection)
+        return connection
+    }
+
+    func makeHTTP2Downstream() -> HTTP2DownstreamConnection {
+        let connection = HTTP2DownstreamConnection(worker: self)
+        connection.liveIndex = liveHTTP2.count
+        liveHTTP2.append(connection)
+        return connection
+    }
+
+    func retire(_ connection: HTTP2DownstreamConnection) {
+        let index = connection.liveIndex
+        guard index >= 0 else { return }
+        let last = liveHTTP2.removeLast()
+        if last !== connection {
+            liveHTTP2[index] = last
+            last.liveIndex = index
+        }
+        connection.liveIndex = -1
+        connection.listener?.connectionClosed()
+        connection.listener = nil
+        connectionGone()
+    }
+
+    private func connectionGone() {
+        if draining {
+            if inboundDrained {
+                if downstreamCount == 0 { finishDrain() }
+            } else {
+                reportInboundDrainedIfDone()
+            }
+        }
+    }
 
     func recycle(_ connection: DownstreamConnection) {
         let index = connection.liveIndex
@@ -128,16 +169,10 @@ final class Worker: @unchecked Sendable {
             last.liveIndex = index
         }
         connection.liveIndex = -1
-        connection.listener?.connectionClosed()
+        if !connection.isVirtual { connection.listener?.connectionClosed() }
         connection.listener = nil
         if freeDownstreams.count < 1024 { freeDownstreams.append(connection) }
-        if draining {
-            if inboundDrained {
-                if downstreamCount == 0 { finishDrain() }
-            } else {
-                reportInboundDrainedIfDone()
-            }
-        }
+        connectionGone()
     }
 
     func makeUpstream() -> UpstreamConnection {
@@ -239,6 +274,7 @@ final class Worker: @unchecked Sendable {
         if draining { for handler in listeners { handler.close() } }
         // Open connections move to the new counters under their listener's new index.
         for connection in liveDownstreams { connection.adoptRouting(next) }
+        for connection in liveHTTP2 { connection.adoptRouting(next) }
         if id == 0 { startHealthChecks() }
     }
 
@@ -259,6 +295,7 @@ final class Worker: @unchecked Sendable {
         for connection in liveDownstreams where connection.isIdleBetweenRequests && (inboundDrained || !connection.isOutbound) {
             connection.close()
         }
+        for connection in liveHTTP2.reversed() where inboundDrained || !connection.isOutbound { connection.beginDrain() }
         ticker.want(drainDeadline, loop)
         if inboundDrained {
             if downstreamCount == 0 { finishDrain() }
@@ -275,6 +312,7 @@ final class Worker: @unchecked Sendable {
         for listener in listeners { listener.close() }
         routing.closeIdleConnections()
         for connection in liveDownstreams where connection.isIdleBetweenRequests { connection.close() }
+        for connection in liveHTTP2.reversed() { connection.beginDrain() }
         if downstreamCount == 0 { finishDrain() }
     }
 
@@ -285,7 +323,8 @@ final class Worker: @unchecked Sendable {
     }
 
     private func reportInboundDrainedIfDone() {
-        guard !inboundDrained, !reportedInboundDrained, !liveDownstreams.contains(where: { !$0.isOutbound }) else { return }
+        guard !inboundDrained, !reportedInboundDrained, !liveDownstreams.contains(where: { !$0.isOutbound }),
+              !liveHTTP2.contains(where: { !$0.isOutbound }) else { return }
         reportedInboundDrained = true
         onInboundDrained(id)
     }
@@ -296,6 +335,7 @@ final class Worker: @unchecked Sendable {
         }
         if draining {
             if now >= drainDeadline {
+                for connection in liveHTTP2.reversed() { connection.close() }
                 for connection in liveDownstreams.reversed() { connection.close() }
                 finishDrain()
             } else {

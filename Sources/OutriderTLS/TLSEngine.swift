@@ -334,6 +334,15 @@ public final class TLSEngine {
         return String(decoding: UnsafeBufferPointer(start: name, count: Int(length)), as: UTF8.self)
     }
 
+    /// ALPN agreed on "h2" (checked without building a String: once per connection).
+    public var negotiatedALPNIsH2: Bool {
+        var name: UnsafePointer<UInt8>? = nil
+        var length: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &name, &length)
+        guard let name, length == 2 else { return false }
+        return name[0] == UInt8(ascii: "h") && name[1] == UInt8(ascii: "2")
+    }
+
     /// "TLSv1.3", "TLSv1.2"; nil until the handshake completed.
     public var negotiatedVersion: String? {
         guard handshakeState == .complete, let version = SSL_get_version(ssl) else { return nil }

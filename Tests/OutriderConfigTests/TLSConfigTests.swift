@@ -78,7 +78,7 @@ final class TLSFiles {
             sniCertificates: [files.pair("other.crt", "other.key"), files.pair("certs/third.crt", "certs/third.key")],
             clientCA: files.path("ca.crt"),
             minVersion: .v1_3))
-        #expect(listener.protocols == [.http1])
+        #expect(listener.protocols == [.http1, .h2])
     }
 
     @Test func defaults() throws {
@@ -93,9 +93,9 @@ final class TLSFiles {
         // Only the certificate is required: no SNI certificates, no client certificates, TLS 1.2 up.
         #expect(config.listeners[0].tls == ListenerTLSConfig(certificate: files.pair("server.crt", "server.key"),
                                                               sniCertificates: [], clientCA: nil, minVersion: .v1_2))
-        // Without `protocols`: HTTP/1.1 over TLS (h2c is cleartext; h2 is not built yet).
-        #expect(config.listeners[0].protocols == [.http1])
-        #expect(Defaults.tlsListenerProtocols == [.http1])
+        // Without `protocols`: HTTP/1.1 and h2 over TLS, chosen by ALPN (h2c is cleartext).
+        #expect(config.listeners[0].protocols == [.http1, .h2])
+        #expect(Defaults.tlsListenerProtocols == [.http1, .h2])
         // A cleartext listener keeps the cleartext defaults, as does the zero config.
         #expect(config.listeners[1].tls == nil)
         #expect(config.listeners[1].protocols == [.http1, .h2c])

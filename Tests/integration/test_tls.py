@@ -493,7 +493,9 @@ def s_client(port: int, *args, stdin: bytes | None = None, timeout=15) -> str:
 def tls_listener(pki: PKI, **tls) -> dict:
     t = {"certificate": pki.server.crt, "private_key": pki.server.key}
     t.update(tls)
-    return {"name": "inbound-tls", "tls": t, "timeouts": {"header_read": "5s", "idle": "30s"}}
+    # HTTP/1.1 over TLS: these tests read HTTP/1.1 off the wire (curl would pick h2 by ALPN
+    # otherwise); test_http2.py covers h2.
+    return {"name": "inbound-tls", "tls": t, "protocols": ["http1"], "timeouts": {"header_read": "5s", "idle": "30s"}}
 
 
 def client_hello_bytes(server_hostname="localhost") -> bytes:
@@ -577,6 +579,22 @@ def test_python_client_offering_h2_and_http11_gets_http11(tls_proxy, pki):
         assert c.sock.selected_alpn_protocol() == "http/1.1"
         c.request("GET", "/alpn")
         assert c.read_response().status == 200
+
+
+def test_tls_listener_offering_h2_prefers_it(proxy_factory, upstream, pki):
+    listener = tls_listener(pki)
+    listener["protocols"] = ["http1", "h2"]
+    p = proxy_factory(upstream=upstream, listener=listener)
+    with TLSConn(p.port, client_ctx(pki, alpn=["http/1.1", "h2"])) as c:
+        assert c.sock.selected_alpn_protocol() == "h2"
+    with TLSConn(p.port, client_ctx(pki, alpn=["http/1.1"])) as c:
+        assert c.sock.selected_alpn_protocol() == "http/1.1"
+        c.request("GET", "/alpn-http11")
+        assert c.read_response().status == 200
+    cp, headers, body = curl(p.port, "/alpn-h2", "--cacert", pki.ca)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert re.search(r"ALPN.*(server accepted|accepted).*h2", cp.stderr), cp.stderr[-3000:]
+    assert headers.startswith("HTTP/2 200"), headers
 
 
 def test_client_offering_only_h2_does_not_get_h2(tls_proxy, pki):
@@ -667,7 +685,6 @@ def _tls_config_text(pki, port, listener_extra="", tls_extra="", cluster_extra="
 
 TLS_CONFIG_ERRORS = [
     # id, kwargs, marker (the line the error points at), words the message must hold
-    ("h2-over-tls", dict(listener_extra="    protocols: [http1, h2]\n"), "protocols:", ["not supported yet"]),
     ("h2c-with-tls", dict(listener_extra="    protocols: [h2c]\n"), "protocols:", ["h2c"]),
     ("missing-certificate", dict(crt="/nonexistent/nope.crt"), "certificate:", ["nope.crt"]),
     ("key-as-certificate", dict(crt="KEY"), "certificate:", ["certificate"]),

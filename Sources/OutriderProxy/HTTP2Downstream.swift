@@ -1,0 +1,757 @@
+import Glibc
+import OutriderConfig
+import OutriderCore
+import OutriderHTTP
+import OutriderHTTP1
+import OutriderHTTP2
+import OutriderPosix
+import OutriderTLS
+
+/// A client connection speaking HTTP/2: h2 chosen by ALPN, or h2c by prior knowledge. The
+/// frames are nghttp2's (`HTTP2Session`); each request stream runs as one HTTP/1.1 exchange on
+/// a socket-less `DownstreamConnection` (`HTTP2StreamBridge` is its peer). So routing, filters,
+/// limits, retries, timeouts, metrics and the access log are the same code for both protocols,
+/// and the strict HTTP/1.1 parser sees every request an HTTP/2 client makes.
+///
+/// Taken over from the `DownstreamConnection` that accepted the socket, with its epoll
+/// registration, its TLS session and whatever it had read.
+final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
+    var listener: ListenerHandler?
+    var liveIndex = -1
+    private(set) var peer = PeerAddress()
+    private var session: HTTP2Session?
+    private var bridges: [Int32: HTTP2StreamBridge] = [:]
+    private var freeBridges: [HTTP2StreamBridge] = []
+    private var clientIdentity: [UInt8]?
+    private var originalDestination: AddressBox?
+    private var gaugeMetrics: WorkerMetrics
+    private var gaugeIndex = -1
+    private var isClosed = false
+    /// Close once the output (a GOAWAY) is written.
+    private var closingAfterFlush = false
+    private var draining = false
+    /// Response heads being parsed from a stream's exchange (complete in one `deliver`).
+    let responseTable: HeaderTable
+    /// Response heads and trailers for nghttp2.
+    let responseBlock = HTTP2HeaderBlock(entryCapacity: 24, storageCapacity: 2048)
+
+    override init(worker: Worker) {
+        gaugeMetrics = worker.routing.metrics
+        responseTable = HeaderTable(capacity: worker.runtime.maxHeaders + 64)
+        super.init(worker: worker)
+    }
+
+    var isOutbound: Bool { listener?.listener.config.direction == .outbound }
+    var streamCount: Int { bridges.count }
+
+    func adopt(fd: Int32, peer: PeerAddress, listener: ListenerHandler, tls: TLSEngine?, tlsOut: ByteBuffer?,
+               input: ByteBuffer?, output: ByteBuffer?, clientIdentity: [UInt8]?, originalDestination: AddressBox?,
+               readable: Bool, writable: Bool, hangupSeen: Bool, gaugeMetrics: WorkerMetrics, gaugeIndex: Int) {
+        self.fd = fd
+        self.peer = peer
+        self.listener = listener
+        self.tls = tls
+        self.tlsOut = tlsOut
+        inBuffer = input
+        outBuffer = output
+        self.clientIdentity = clientIdentity
+        self.originalDestination = originalDestination
+        self.readable = readable
+        self.writable = writable
+        self.hangupSeen = hangupSeen
+        self.gaugeMetrics = gaugeMetrics
+        self.gaugeIndex = gaugeIndex
+        var configuration = HTTP2Configuration()
+        let limits = listener.listener.config.limits
+        configuration.maxConcurrentStreams = UInt32(clamping: limits.h2MaxConcurrentStreams)
+        configuration.maxHeaderListSize = UInt32(clamping: limits.maxHeaderBytes)
+        do {
+            let session = try HTTP2Session(role: .server, configuration: configuration)
+            session.delegate = self
+            self.session = session
+        } catch {
+            OperationalLog.error("http2 session not created", ["listener": listener.listener.config.name, "error": error.description])
+        }
+    }
+
+    func start() {
+        guard session != nil else { close(); return }
+        armIdleDeadline()
+        processInput()
+        pumpOutput()
+    }
+
+    /// Counters move to a reloaded configuration's metrics (as `DownstreamConnection` does).
+    func adoptRouting(_ next: WorkerRouting) {
+        guard gaugeIndex >= 0, let listener, listener.routing === next, gaugeMetrics !== next.metrics else { return }
+        gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+        gaugeMetrics = next.metrics
+        gaugeIndex = listener.listener.index
+        gaugeMetrics.add(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+    }
+
+    // MARK: lifecycle
+
+    /// SPEC §9: GOAWAY; streams in flight finish, then the connection closes.
+    func beginDrain() {
+        guard !draining, !isClosed, let session else { return }
+        draining = true
+        session.goAway()
+        pumpOutput()
+        closeIfFinished()
+    }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        // The client is gone: every stream's exchange ends (logged as 499 when unanswered).
+        session?.delegate = nil
+        session = nil
+        let open = Array(bridges.values)
+        bridges.removeAll()
+        for bridge in open { bridge.abandon() }
+        if gaugeIndex >= 0 {
+            gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
+            gaugeIndex = -1
+        }
+        closeSocket()
+        worker.retire(self)
+    }
+
+    private func fail(_ failure: HTTP2SessionFailure) {
+        if let listener {
+            routing.metrics.add(routing.metrics.layout.http2Closed
+                                + listener.listener.index * MetricsLayout.http2CloseReasons.count + failure.kind.metricsIndex)
+        }
+        if failure.kind != .badPreface {
+            OperationalLog.info("http2 connection closed", ["listener": listener?.listener.config.name ?? "",
+                                                             "client": peer.description, "reason": failure.description])
+        }
+        closingAfterFlush = true
+        readable = false
+        pumpOutput()
+        if pendingOutput == 0 && !flushQueued { close() }
+    }
+
+    private var routing: WorkerRouting { listener?.routing ?? worker.routing }
+
+    private func armIdleDeadline() {
+        guard let listener else { return }
+        worker.loop.setDeadline(self, bridges.isEmpty ? worker.loop.now + listener.listener.idleTimeout : 0)
+    }
+
+    override func deadlineReached(now: Int64) {
+        if closingAfterFlush || isClosed { close(); return }
+        guard bridges.isEmpty, let session else { return }
+        // Idle: say so politely, then close once the GOAWAY is out.
+        session.goAway()
+        closingAfterFlush = true
+        pumpOutput()
+        worker.loop.setDeadline(self, now + 1_000_000_000)
+    }
+
+    private func closeIfFinished() {
+        guard !isClosed, let session else { return }
+        if (session.isFinished || closingAfterFlush) && pendingOutput == 0 && !session.pendingOutput {
+            close()
+        }
+    }
+
+    // MARK: input
+
+    override func handleEvents(_ events: UInt32) {
+        if events & (Epoll.error | Epoll.hangup) != 0 && events & Epoll.input == 0 {
+            close()
+            return
+        }
+        if events & Epoll.readHangup != 0 { hangupSeen = true }
+        if events & (Epoll.input | Epoll.readHangup) != 0 { readable = true }
+        if events & Epoll.output != 0 {
+            writable = true
+            if pendingOutput > 0 { flush() } else { pumpOutput() }
+        }
+        if readable && !closingAfterFlush { processInput() }
+    }
+
+    private func processInput() {
+        while fd >= 0 && !isClosed && !closingAfterFlush {
+            if let buffer = inBuffer, buffer.readableBytes > 0, let session {
+                let result = session.receive(buffer.readPointer, buffer.readableBytes)
+                buffer.consume(buffer.readableBytes)
+                if case .fatal(let failure) = result {
+                    fail(failure)
+                    return
+                }
+                continue
+            }
+            releaseInputIfEmpty()
+            guard readable else { break }
+            switch readIntoInput() {
+            case .data, .full:
+                continue
+            case .wouldBlock:
+                break
+            case .closed, .failed:
+                // HTTP/2 clients do not half-close: the connection is over.
+                close()
+                return
+            }
+            break
+        }
+        pumpOutput()
+    }
+
+    // MARK: output
+
+    /// Moves the session's frames into the output buffer and schedules the write.
+    func pumpOutput() {
+        guard !isClosed, fd >= 0, let session else { return }
+        if session.pendingOutput {
+            let out = output()
+            if out.writableBytes < 16 * 1024 && out.readerIndex > 0 { out.compact() }
+            let count = session.takeOutput(into: out.writePointer, capacity: out.writableBytes)
+            out.writerIndex += count
+            releaseOutputIfEmpty()
+            if count > 0 {
+                worker.queueFlush(self)
+                return
+            }
+        }
+        closeIfFinished()
+    }
+
+    override func outputProgressed() { pumpOutput() }
+    override func outputIdle() { pumpOutput() }
+    override func writeError() { close() }
+
+    // MARK: streams (HTTP2SessionDelegate, called during `receive` and `takeOutput`)
+
+    func http2Session(_ session: HTTP2Session, didReceiveHeaders headers: HTTP2HeaderBlock, stream: Int32, endStream: Bool) {
+        guard let listener else { return }
+        if draining {
+            session.resetStream(stream: stream, code: .refusedStream)
+            return
+        }
+        if headers.method == .connect || headers.protocolValue != nil {
+            // CONNECT tunnels and RFC 8441 WebSockets are HTTP/1.1-only here.
+            replyDirectly(stream, .notImplemented)
+            return
+        }
+        let bridge = freeBridges.popLast() ?? HTTP2StreamBridge(connection: self)
+        let input = worker.buffers.acquire()
+        guard bridge.begin(stream: stream, headers: headers, endStream: endStream, into: input) else {
+            worker.buffers.release(input)
+            freeBridges.append(bridge)
+            replyDirectly(stream, bridge.refusal)
+            return
+        }
+        let exchange = worker.makeVirtualDownstream()
+        bridges[stream] = bridge
+        bridge.exchange = exchange
+        exchange.inBuffer = input
+        exchange.openVirtual(bridge, peer: peer, listener: listener, viaTLS: tls != nil || listener.listener.config.tls != nil,
+                             clientIdentity: clientIdentity, originalDestination: originalDestination)
+        armIdleDeadline()
+        exchange.startVirtual()
+    }
+
+    func http2Session(_ session: HTTP2Session, didReceiveData bytes: UnsafePointer<UInt8>, count: Int, stream: Int32) {
+        guard let bridge = bridges[stream] else {
+            session.consume(stream: stream, bytes: count)
+            return
+        }
+        bridge.bodyArrived(bytes, count)
+    }
+
+    func http2Session(_ session: HTTP2Session, didReceiveTrailers trailers: HTTP2HeaderBlock, stream: Int32) {
+        bridges[stream]?.trailersArrived(trailers)
+    }
+
+    func http2Session(_ session: HTTP2Session, didEndStream stream: Int32) {
+        bridges[stream]?.requestEnded()
+    }
+
+    func http2Session(_ session: HTTP2Session, didResetStream stream: Int32, errorCode: HTTP2ErrorCode) {
+        bridges[stream]?.resetByClient()
+    }
+
+    func http2Session(_ session: HTTP2Session, didCloseStream stream: Int32, errorCode: HTTP2ErrorCode) {
+        guard let bridge = bridges.removeValue(forKey: stream) else { return }
+        bridge.streamClosed()
+        if freeBridges.count < 64 { freeBridges.append(bridge) }
+        armIdleDeadline()
+        if draining { worker.queueFlush(self) }
+    }
+
+    func http2Session(_ session: HTTP2Session, streamWindowOpened stream: Int32) {
+        bridges[stream]?.roomOpened()
+    }
+
+    /// A reply made here, for a stream no exchange was started for.
+    private func replyDirectly(_ stream: Int32, _ reason: LocalReplyReason) {
+        guard let session else { return }
+        let block = responseBlock
+        block.removeAll()
+        block.appendStatus(reason.status)
+        block.append("content-type", "text/plain")
+        block.append("x-outrider-error", reason.token)
+        let message = reason.message
+        do {
+            try session.submitResponse(stream: stream, headers: block, endStream: false)
+            try session.submitData(stream: stream, message.utf8Start, message.utf8CodeUnitCount, endStream: true)
+        } catch {
+            session.resetStream(stream: stream, code: .internalError)
+        }
+        worker.queueFlush(self)
+    }
+
+    // MARK: used by the stream bridges
+
+    func credit(_ stream: Int32, _ count: Int) {
+        guard let session, count > 0 else { return }
+        session.consume(stream: stream, bytes: count)
+        worker.queueFlush(self)
+    }
+
+    func submitResponse(_ stream: Int32, endStream: Bool) -> Bool {
+        guard let session else { return false }
+        do {
+            try session.submitResponse(stream: stream, headers: responseBlock, endStream: endStream)
+        } catch {
+            session.resetStream(stream: stream, code: .internalError)
+            return false
+        }
+        worker.queueFlush(self)
+        return true
+    }
+
+    /// False: the stream's send buffer is full (wait for `roomOpened`), or the stream failed
+    /// (`failed` set).
+    func submitData(_ stream: Int32, _ bytes: UnsafePointer<UInt8>, _ count: Int, endStream: Bool, failed: inout Bool) -> Bool {
+        guard let session else { failed = true; return false }
+        worker.queueFlush(self)
+        do {
+            return try session.submitData(stream: stream, bytes, count, endStream: endStream)
+        } catch {
+            session.resetStream(stream: stream, code: .internalError)
+            failed = true
+            return false
+        }
+    }
+
+    func submitTrailers(_ stream: Int32) {
+        guard let session else { return }
+        do {
+            try session.submitTrailers(stream: stream, trailers: responseBlock)
+        } catch {
+            session.resetStream(stream: stream, code: .internalError)
+        }
+        worker.queueFlush(self)
+    }
+
+    func reset(_ stream: Int32, _ code: HTTP2ErrorCode) {
+        session?.resetStream(stream: stream, code: code)
+        worker.queueFlush(self)
+    }
+}
+
+/// One request stream of an `HTTP2DownstreamConnection`, seen by its exchange as an HTTP/1.1
+/// client: the request head is written as HTTP/1.1 once, DATA frames follow as the body
+/// (chunked when the client gave no content-length) and trailers as chunked trailers; the
+/// exchange's HTTP/1.1 response is parsed back into HEADERS, DATA and trailers.
+///
+/// Flow control: DATA is credited back to the client only as the exchange takes it, so a slow
+/// upstream holds the client to its stream window (64 KiB); response bytes stay in the
+/// exchange's output while the stream's send buffer is full, which stops the exchange reading
+/// its upstream.
+final class HTTP2StreamBridge: VirtualPeer {
+    unowned(unsafe) let connection: HTTP2DownstreamConnection
+    var stream: Int32 = 0
+    var exchange: DownstreamConnection?
+    /// Why `begin` refused the request.
+    private(set) var refusal: LocalReplyReason = .badRequest
+
+    // Request side.
+    private var pendingBody: ByteBuffer?
+    private var requestChunked = false
+    private var requestDone = false
+    private var endWritten = false
+    private var trailerLines: ByteBuffer?
+    private var declaredLength: Int64 = -1
+    private var receivedLength: Int64 = 0
+    private var requestIsHead = false
+    private var clientReset = false
+
+    // Response side.
+    private enum ResponseState { case head, length(Int64), chunked, done }
+    private var responseState = ResponseState.head
+    private var decoder = ChunkedDecoder()
+    private var waitingForRoom = false
+    private var trailerCount = 0
+
+    init(connection: HTTP2DownstreamConnection) {
+        self.connection = connection
+    }
+
+    private var worker: Worker { connection.worker }
+
+    /// Writes the request head as HTTP/1.1 into `out`. False (with `refusal`) when the request
+    /// cannot be one.
+    func begin(stream: Int32, headers: HTTP2HeaderBlock, endStream: Bool, into out: ByteBuffer) -> Bool {
+        self.stream = stream
+        requestChunked = false
+        requestDone = endStream
+        endWritten = false
+        declaredLength = -1
+        receivedLength = 0
+        clientReset = false
+        responseState = .head
+        decoder = ChunkedDecoder()
+        waitingForRoom = false
+        requestIsHead = headers.method == .head
+        refusal = .badRequest
+        guard let method = headers.methodBytes, let path = headers.path, path.count > 0,
+              path[0] == UInt8(ascii: "/") || (path.count == 1 && path[0] == UInt8(ascii: "*")) else { return false }
+        // Room: the head as written plus what is added below; over it, 431 as HTTP/1.1 would.
+        refusal = .headersTooLarge
+        guard headers.listSize + 256 < out.writableBytes else { return false }
+        out.append(method.baseAddress!, count: method.count)
+        out.append(UInt8(ascii: " "))
+        out.append(path.baseAddress!, count: path.count)
+        out.append(" HTTP/1.1\r\n")
+        let authority = headers.authority
+        if let authority {
+            out.append("host: ")
+            out.append(authority.baseAddress!, count: authority.count)
+            out.append("\r\n")
+        }
+        var cookies = 0
+        for index in 0..<headers.count {
+            let entry = headers[index]
+            guard entry.pseudo == .none else { continue }
+            let name = headers.name(at: index)
+            let value = headers.value(at: index)
+            switch entry.kind {
+            case .host:
+                if authority != nil { continue }
+            case .expect:
+                // Nothing waits for a 100 here: the body comes as the window allows.
+                continue
+            case .contentLength:
+                guard let length = parseLength(value) else { refusal = .badRequest; return false }
+                declaredLength = length
+            default:
+                if name.count == 6 && equalsLowercase(name.baseAddress!, 6, "cookie") {
+                    cookies += 1
+                    continue
+                }
+            }
+            out.append(name.baseAddress!, count: name.count)
+            out.append(": ")
+            out.append(value.baseAddress!, count: value.count)
+            out.append("\r\n")
+        }
+        if cookies > 0 {
+            // RFC 9113 §8.2.3: split cookie fields are one header for HTTP/1.1.
+            out.append("cookie: ")
+            var first = true
+            for index in 0..<headers.count where headers[index].pseudo == .none {
+                let name = headers.name(at: index)
+                guard name.count == 6 && equalsLowercase(name.baseAddress!, 6, "cookie") else { continue }
+                if !first { out.append("; ") }
+                first = false
+                let value = headers.value(at: index)
+                out.append(value.baseAddress!, count: value.count)
+            }
+            out.append("\r\n")
+        }
+        if declaredLength < 0 {
+            if !endStream {
+                requestChunked = true
+                out.append("transfer-encoding: chunked\r\n")
+            } else if headers.method == .post || headers.method == .put || headers.method == .patch {
+                out.append("content-length: 0\r\n")
+            }
+        } else if endStream && declaredLength != 0 {
+            return false
+        }
+        // One exchange per stream: the exchange ends with its response.
+        out.append("connection: close\r\n\r\n")
+        return out.writableBytes > 0
+    }
+
+    func bodyArrived(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
+        receivedLength += Int64(count)
+        guard let exchange, declaredLength < 0 || receivedLength <= declaredLength else {
+            // Nobody takes it (the exchange answered and ended), or more than content-length
+            // (nghttp2 refuses that too): give the window back and drop it.
+            connection.credit(stream, count)
+            return
+        }
+        let pending = pendingBody ?? worker.buffers.acquire()
+        pendingBody = pending
+        if pending.writableBytes < count { pending.compact() }
+        guard pending.writableBytes >= count else {
+            // Beyond the stream window we announced: the client broke flow control.
+            connection.reset(stream, .flowControlError)
+            exchange.close()
+            return
+        }
+        pending.append(bytes, count: count)
+        exchange.virtualInputArrived()
+    }
+
+    func trailersArrived(_ trailers: HTTP2HeaderBlock) {
+        // Only a chunked body can carry them in HTTP/1.1.
+        guard requestChunked, exchange != nil else { return }
+        let lines = trailerLines ?? worker.buffers.acquire()
+        trailerLines = lines
+        for index in 0..<trailers.count where trailers[index].pseudo == .none {
+            let name = trailers.name(at: index)
+            let value = trailers.value(at: index)
+            guard lines.writableBytes >= name.count + value.count + 8 else { break }
+            lines.append(name.baseAddress!, count: name.count)
+            lines.append(": ")
+            lines.append(value.baseAddress!, count: value.count)
+            lines.append("\r\n")
+        }
+    }
+
+    func requestEnded() {
+        requestDone = true
+        exchange?.virtualInputArrived()
+    }
+
+    func resetByClient() {
+        clientReset = true
+        exchange?.close()
+    }
+
+    /// The send buffer drained: the exchange may write more.
+    func roomOpened() {
+        guard waitingForRoom, let exchange else { return }
+        waitingForRoom = false
+        worker.queueFlush(exchange)
+    }
+
+    /// The connection closed under the exchange.
+    func abandon() {
+        clientReset = true
+        let exchange = self.exchange
+        self.exchange = nil
+        exchange?.close()
+        releaseBuffers()
+    }
+
+    /// The stream is gone (its last frame went out, or a reset).
+    func streamClosed() {
+        clientReset = true
+        let exchange = self.exchange
+        self.exchange = nil
+        exchange?.close()
+        releaseBuffers()
+    }
+
+    private func releaseBuffers() {
+        if let buffer = pendingBody { worker.buffers.release(buffer); pendingBody = nil }
+        if let buffer = trailerLines { worker.buffers.release(buffer); trailerLines = nil }
+    }
+
+    // MARK: VirtualPeer
+
+    override func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome {
+        var wrote = false
+        if let pending = pendingBody, pending.readableBytes > 0 {
+            let count: Int
+            if requestChunked {
+                count = min(pending.readableBytes, limit - 32)
+                if count > 0 {
+                    buffer.appendHex(UInt64(count))
+                    buffer.append("\r\n")
+                    buffer.append(pending.readPointer, count: count)
+                    buffer.append("\r\n")
+                }
+            } else {
+                count = min(pending.readableBytes, limit)
+                if count > 0 { buffer.append(pending.readPointer, count: count) }
+            }
+            if count <= 0 { return .full }
+            pending.consume(count)
+            connection.credit(stream, count)
+            wrote = true
+            if pending.isEmpty {
+                worker.buffers.release(pending)
+                pendingBody = nil
+            }
+        }
+        if pendingBody == nil && requestDone && requestChunked && !endWritten {
+            let trailerBytes = trailerLines?.readableBytes ?? 0
+            if buffer.writableBytes >= trailerBytes + 8 {
+                buffer.append("0\r\n")
+                if let lines = trailerLines {
+                    buffer.append(lines.readPointer, count: lines.readableBytes)
+                    worker.buffers.release(lines)
+                    trailerLines = nil
+                }
+                buffer.append("\r\n")
+                endWritten = true
+                wrote = true
+            } else if !wrote {
+                return .full
+            }
+        }
+        return wrote ? .data : .wouldBlock
+    }
+
+    override func deliver(_ buffer: ByteBuffer) {
+        var failed = false
+        while buffer.readableBytes > 0 && !waitingForRoom && !failed {
+            switch responseState {
+            case .head:
+                let table = connection.responseTable
+                table.reset()
+                var parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: buffer.capacity, maxHeaders: table.capacity))
+                parser.begin(at: buffer.readerIndex)
+                var head = MessageHead()
+                switch parser.parse(buffer, headers: table, head: &head) {
+                case .needMore:
+                    return
+                case .failed:
+                    // Our own serialization: cannot happen; never leave the stream hanging.
+                    connection.reset(stream, .internalError)
+                    responseState = .done
+                    buffer.consume(buffer.readableBytes)
+                    return
+                case .complete:
+                    submitHead(head, table, buffer)
+                    buffer.consume(Int(head.headEnd) - buffer.readerIndex)
+                }
+            case .length(let remaining):
+                let count = Int(min(Int64(buffer.readableBytes), remaining))
+                let last = Int64(count) == remaining
+                let more = connection.submitData(stream, buffer.readPointer, count, endStream: last, failed: &failed)
+                buffer.consume(count)
+                responseState = last ? .done : .length(remaining - Int64(count))
+                if !more && !failed && !last { waitingForRoom = true }
+            case .chunked:
+                switch decoder.next(buffer) {
+                case .needMore:
+                    return
+                case .failed:
+                    connection.reset(stream, .internalError)
+                    responseState = .done
+                    buffer.consume(buffer.readableBytes)
+                case .data(let offset, let count):
+                    let more = connection.submitData(stream, UnsafePointer(buffer.base + offset), count, endStream: false, failed: &failed)
+                    decoder.consumeData(buffer, count)
+                    if !more && !failed { waitingForRoom = true }
+                case .trailer(let offset, let count):
+                    if trailerCount == 0 { connection.responseBlock.removeAll() }
+                    if appendTrailer(UnsafePointer(buffer.base + offset), count) { trailerCount += 1 }
+                case .end:
+                    if trailerCount > 0 {
+                        connection.submitTrailers(stream)
+                    } else {
+                        _ = connection.submitData(stream, buffer.readPointer, 0, endStream: true, failed: &failed)
+                    }
+                    responseState = .done
+                }
+            case .done:
+                // Nothing follows a response on a stream.
+                buffer.consume(buffer.readableBytes)
+            }
+        }
+    }
+
+    /// HEADERS from the exchange's response head; hop-by-hop fields stay behind.
+    private func submitHead(_ head: MessageHead, _ table: HeaderTable, _ buffer: ByteBuffer) {
+        let status = head.status
+        if status >= 100 && status < 200 { return }   // interim: not relayed
+        let block = connection.responseBlock
+        block.removeAll()
+        block.appendStatus(status)
+        let base = UnsafePointer(buffer.base)
+        for index in 0..<table.count {
+            let entry = table[index]
+            switch entry.kind {
+            case .connection, .keepAlive, .proxyConnection, .transferEncoding, .upgrade, .te, .listedInConnection:
+                continue
+            default:
+                block.append(name: UnsafeBufferPointer(start: base + Int(entry.nameStart), count: Int(entry.nameLength)),
+                             value: UnsafeBufferPointer(start: base + Int(entry.valueStart), count: Int(entry.valueLength)))
+            }
+        }
+        let bodyless = requestIsHead || status == 204 || status == 304
+        trailerCount = 0
+        if bodyless || (!head.isChunked && head.contentLength == 0) {
+            responseState = .done
+            _ = connection.submitResponse(stream, endStream: true)
+        } else if head.isChunked {
+            responseState = .chunked
+            decoder = ChunkedDecoder()
+            if !connection.submitResponse(stream, endStream: false) { responseState = .done }
+        } else {
+            responseState = .length(max(0, head.contentLength))
+            if !connection.submitResponse(stream, endStream: false) { responseState = .done }
+        }
+    }
+
+    /// One "name: value" trailer line into the response block (names lower-cased there).
+    private func appendTrailer(_ line: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        var colon = 0
+        while colon < count && line[colon] != UInt8(ascii: ":") { colon += 1 }
+        guard colon > 0, colon < count else { return false }
+        var valueStart = colon + 1
+        while valueStart < count && (line[valueStart] == UInt8(ascii: " ") || line[valueStart] == UInt8(ascii: "\t")) { valueStart += 1 }
+        var valueEnd = count
+        while valueEnd > valueStart && (line[valueEnd - 1] == UInt8(ascii: " ") || line[valueEnd - 1] == UInt8(ascii: "\t")) { valueEnd -= 1 }
+        connection.responseBlock.append(name: UnsafeBufferPointer(start: line, count: colon),
+                                        value: UnsafeBufferPointer(start: line + valueStart, count: valueEnd - valueStart))
+        return true
+    }
+
+    override func connectionClosed() {
+        exchange = nil
+        switch responseState {
+        case .done:
+            break
+        default:
+            // The exchange ended before its response did: the client must not take a cut
+            // body for a whole one.
+            if !clientReset { connection.reset(stream, .internalError) }
+            responseState = .done
+        }
+        // Request bytes still coming are dropped (and credited) from now on.
+        if let buffer = pendingBody {
+            connection.credit(stream, buffer.readableBytes)
+            worker.buffers.release(buffer)
+            pendingBody = nil
+        }
+    }
+}
+
+private func parseLength(_ value: UnsafeBufferPointer<UInt8>) -> Int64? {
+    guard value.count > 0, value.count <= 18 else { return nil }
+    var result: Int64 = 0
+    for byte in value {
+        let digit = byte &- UInt8(ascii: "0")
+        guard digit < 10 else { return nil }
+        result = result * 10 + Int64(digit)
+    }
+    return result
+}
+
+extension HTTP2SessionFailure.Kind {
+    /// Index into `MetricsLayout.http2CloseReasons`.
+    var metricsIndex: Int {
+        switch self {
+        case .badPreface: return 0
+        case .protocolError: return 1
+        case .flood: return 2
+        case .rapidReset: return 3
+        case .emptyFrameFlood: return 4
+        case .continuationFlood: return 5
+        case .internalError: return 6
+        }
+    }
+}
