@@ -508,9 +508,13 @@ struct ConfigurationBuilder {
             config.dnsRefresh = value
         }
         if let node = fields.value("protocol"),
-           let value = session.choice(node, key: "protocol", among: [ClusterProtocol.http1, .h2c, .h2]), value != .http1 {
-            session.report("cluster protocol '\(value.rawValue)' is not supported yet; this build speaks http1 upstream",
-                           at: node)
+           let value = session.choice(node, key: "protocol", among: [ClusterProtocol.http1, .h2c, .h2]) {
+            config.protocol = value
+            if value != .http1, let check = fields.value("health_check") {
+                // The probe speaks HTTP/1.1; an HTTP/2-only app (gRPC) would always fail it.
+                session.report("health_check is not supported yet on '\(value.rawValue)' clusters (the probe speaks HTTP/1.1)",
+                               at: check)
+            }
         }
         if let node = fields.value("tls") { config.tls = clusterTLS(node) }
         if let node = fields.value("lb") { config.lb = loadBalancing(node) }

@@ -360,6 +360,16 @@ public final class HTTP2Session {
     /// Streams open now (tests, metrics).
     public var openStreamCount: Int { streams.count }
 
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (unlimited until its SETTINGS arrive).
+    public var peerMaxConcurrentStreams: Int {
+        Int(nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+    }
+
+    /// A client session may still open streams (no GOAWAY either way, no failure).
+    public var acceptsNewStreams: Bool {
+        failure == nil && !isUnusable && nghttp2_session_check_request_allowed(session) != 0
+    }
+
     /// Bytes buffered for sending on a stream, not yet taken by nghttp2.
     public func bufferedSendBytes(stream: Int32) -> Int { streams[stream]?.bufferedCount ?? 0 }
 

@@ -833,6 +833,10 @@ final class DownstreamConnection: SocketConnection {
         activeEndpoint = chosen.index
         armDeadline()
 
+        if cluster.isHTTP2 {
+            dispatchHTTP2(to: chosen, cluster: cluster, requestHead: requestHead)
+            return
+        }
         if let pooled = routing.takeIdleUpstream(chosen) {
             sendOnOpenConnection(pooled, cluster: cluster, requestHead: requestHead)
             return
@@ -843,6 +847,26 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         sendReplay(to: connection)
+    }
+
+    /// An HTTP/2 cluster: the try is a stream on a shared connection to the endpoint.
+    private func dispatchHTTP2(to endpoint: EndpointRuntime, cluster: ClusterRuntime, requestHead: ByteBuffer) {
+        guard let connection = routing.http2Connection(to: endpoint, cluster: cluster, worker: worker) else {
+            if cluster.shared.load(cluster: cluster.index, .connections) >= cluster.policy.maxConnections {
+                endTry()
+                sendLocalReply(.overflow, close: !requestBody.isDone)
+            } else {
+                upstreamFailed(.upstreamConnect, connectFailure: true, reusedConnection: false)
+            }
+            return
+        }
+        let virtual = worker.makeUpstream()
+        upstream = virtual
+        virtual.attach(self, cluster: cluster, routing: routing, reused: false)
+        let ready = connection.isReady
+        virtual.connectVirtual(connection.makeStream(), endpoint: endpoint, requestHead: requestHead, ready: ready)
+        sendReplay(to: virtual)
+        if ready { upstreamConnected() }
     }
 
     private func sendOnOpenConnection(_ connection: UpstreamConnection, cluster: ClusterRuntime, requestHead: ByteBuffer) {
@@ -1286,6 +1310,25 @@ final class DownstreamConnection: SocketConnection {
             }
         }
         sendLocalReply(reason, close: !requestBody.isDone)
+    }
+
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above a GOAWAY's last
+    /// stream): the app did not process it, so any method may be tried again (SPEC §7).
+    func upstreamRefusedStream() {
+        let failed = upstream
+        upstream = nil
+        if let failed { failed.detach() }
+        guard exchangeActive else { return }
+        endTry()
+        // Nothing reached the app: retried whenever a connect failure would be, or when the
+        // policy names refused_stream.
+        if !responseStarted, let route, route.retry.onRefusedStream || route.retry.onConnectFailure,
+           mayRetry(afterSending: false) {
+            scheduleRetry(.refusedStream, backoff: false)
+            return
+        }
+        if responseStarted { close(); return }
+        sendLocalReply(.upstreamReset, close: !requestBody.isDone)
     }
 
     // MARK: tunnel

@@ -264,15 +264,15 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     }
 
     func http2Session(_ session: HTTP2Session, didReceiveTrailers trailers: HTTP2HeaderBlock, stream: Int32) {
-        bridges[stream]?.trailersArrived(trailers)
+        if let bridge = bridges[stream] { bridge.trailersArrived(trailers) }
     }
 
     func http2Session(_ session: HTTP2Session, didEndStream stream: Int32) {
-        bridges[stream]?.requestEnded()
+        if let bridge = bridges[stream] { bridge.requestEnded() }
     }
 
     func http2Session(_ session: HTTP2Session, didResetStream stream: Int32, errorCode: HTTP2ErrorCode) {
-        bridges[stream]?.resetByClient()
+        if let bridge = bridges[stream] { bridge.resetByClient() }
     }
 
     func http2Session(_ session: HTTP2Session, didCloseStream stream: Int32, errorCode: HTTP2ErrorCode) {
@@ -284,7 +284,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     }
 
     func http2Session(_ session: HTTP2Session, streamWindowOpened stream: Int32) {
-        bridges[stream]?.roomOpened()
+        if let bridge = bridges[stream] { bridge.roomOpened() }
     }
 
     /// A reply made here, for a stream no exchange was started for.
@@ -339,10 +339,10 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         }
     }
 
-    func submitTrailers(_ stream: Int32) {
+    func submitTrailers(_ stream: Int32, _ trailers: HTTP2HeaderBlock) {
         guard let session else { return }
         do {
-            try session.submitTrailers(stream: stream, trailers: responseBlock)
+            try session.submitTrailers(stream: stream, trailers: trailers)
         } catch {
             session.resetStream(stream: stream, code: .internalError)
         }
@@ -388,6 +388,7 @@ final class HTTP2StreamBridge: VirtualPeer {
     private var decoder = ChunkedDecoder()
     private var waitingForRoom = false
     private var trailerCount = 0
+    private var trailerBlock: HTTP2HeaderBlock?
 
     init(connection: HTTP2DownstreamConnection) {
         self.connection = connection
@@ -646,11 +647,13 @@ final class HTTP2StreamBridge: VirtualPeer {
                     decoder.consumeData(buffer, count)
                     if !more && !failed { waitingForRoom = true }
                 case .trailer(let offset, let count):
-                    if trailerCount == 0 { connection.responseBlock.removeAll() }
-                    if appendTrailer(UnsafePointer(buffer.base + offset), count) { trailerCount += 1 }
+                    let block = trailerBlock ?? HTTP2HeaderBlock(entryCapacity: 4, storageCapacity: 256)
+                    trailerBlock = block
+                    if trailerCount == 0 { block.removeAll() }
+                    if appendHeaderLine(block, UnsafePointer(buffer.base + offset), count) { trailerCount += 1 }
                 case .end:
-                    if trailerCount > 0 {
-                        connection.submitTrailers(stream)
+                    if trailerCount > 0, let block = trailerBlock {
+                        connection.submitTrailers(stream, block)
                     } else {
                         _ = connection.submitData(stream, buffer.readPointer, 0, endStream: true, failed: &failed)
                     }
@@ -694,20 +697,6 @@ final class HTTP2StreamBridge: VirtualPeer {
             responseState = .length(max(0, head.contentLength))
             if !connection.submitResponse(stream, endStream: false) { responseState = .done }
         }
-    }
-
-    /// One "name: value" trailer line into the response block (names lower-cased there).
-    private func appendTrailer(_ line: UnsafePointer<UInt8>, _ count: Int) -> Bool {
-        var colon = 0
-        while colon < count && line[colon] != UInt8(ascii: ":") { colon += 1 }
-        guard colon > 0, colon < count else { return false }
-        var valueStart = colon + 1
-        while valueStart < count && (line[valueStart] == UInt8(ascii: " ") || line[valueStart] == UInt8(ascii: "\t")) { valueStart += 1 }
-        var valueEnd = count
-        while valueEnd > valueStart && (line[valueEnd - 1] == UInt8(ascii: " ") || line[valueEnd - 1] == UInt8(ascii: "\t")) { valueEnd -= 1 }
-        connection.responseBlock.append(name: UnsafeBufferPointer(start: line, count: colon),
-                                        value: UnsafeBufferPointer(start: line + valueStart, count: valueEnd - valueStart))
-        return true
     }
 
     override func connectionClosed() {

@@ -253,7 +253,7 @@ final class CertificateWatcher: @unchecked Sendable {
             for (cluster, files) in clusterFiles where changed(files) {
                 guard let tls = cluster.tlsConfig else { continue }
                 do {
-                    cluster.replaceTLSContext(try ClusterRuntime.makeTLSContext(tls))
+                    cluster.replaceTLSContext(try ClusterRuntime.makeTLSContext(tls, protocol: cluster.clusterProtocol))
                     OperationalLog.info("certificates reloaded", ["cluster": cluster.configName])
                 } catch {
                     OperationalLog.error("certificates not reloaded; keeping the previous ones",

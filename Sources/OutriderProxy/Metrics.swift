@@ -93,7 +93,7 @@ final class MetricsLayout: @unchecked Sendable {
 
 /// The `reason` label of `outrider_retries_total`: the `retry.on` condition that fired.
 enum RetryReason: Int, CaseIterable {
-    case connectFailure, reset, gatewayError, serverError, retriableStatusCode, perTryTimeout
+    case connectFailure, reset, gatewayError, serverError, retriableStatusCode, perTryTimeout, refusedStream
 
     var label: String {
         switch self {
@@ -103,6 +103,7 @@ enum RetryReason: Int, CaseIterable {
         case .serverError: return "5xx"
         case .retriableStatusCode: return "retriable_status_codes"
         case .perTryTimeout: return "per_try_timeout"
+        case .refusedStream: return "refused_stream"
         }
     }
 }

@@ -198,21 +198,29 @@ final class ClusterRuntime: @unchecked Sendable {
 
     func replaceTLSContext(_ context: TLSClientContext) { currentTLSContext.value = context }
 
-    static func makeTLSContext(_ tls: ClusterTLSConfig) throws(TLSError) -> TLSClientContext {
+    static func makeTLSContext(_ tls: ClusterTLSConfig, protocol: ClusterProtocol) throws(TLSError) -> TLSClientContext {
         try TLSClientContext(caPath: tls.ca, verify: tls.verify,
                              clientCertificateChainPath: tls.clientCertificate?.certificate,
-                             clientPrivateKeyPath: tls.clientCertificate?.privateKey, alpn: ["http/1.1"])
+                             clientPrivateKeyPath: tls.clientCertificate?.privateKey,
+                             alpn: `protocol` == .h2 ? ["h2"] : ["http/1.1"])
     }
+    /// `protocol: h2c | h2`: requests are streams on shared HTTP/2 connections.
+    let isHTTP2: Bool
+    let clusterProtocol: ClusterProtocol
     /// The name sent and verified; nil = each endpoint's host.
     let tlsServerName: String?
 
     init(index: Int, config: ClusterConfig, endpoints: [EndpointRuntime], shared: SharedUpstreamState) throws(FilterFactory.BuildError) {
         self.shared = shared
-        tlsConfig = config.tls
+        // h2 is HTTP/2 over TLS: without a `tls` block, the defaults (system CAs, verified).
+        let tlsConfig = config.tls ?? (config.protocol == .h2 ? ClusterTLSConfig() : nil)
+        self.tlsConfig = tlsConfig
+        clusterProtocol = config.protocol
+        isHTTP2 = config.protocol != .http1
         configName = config.name
-        if let tls = config.tls {
+        if let tls = tlsConfig {
             do {
-                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls))
+                currentTLSContext = SwappableReference(try Self.makeTLSContext(tls, protocol: config.protocol))
             } catch {
                 throw FilterFactory.BuildError(description: "cluster \(config.name) tls: \(error.description)")
             }

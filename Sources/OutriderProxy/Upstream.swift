@@ -129,6 +129,50 @@ final class UpstreamConnection: SocketConnection {
         return true
     }
 
+    /// A try carried by a stream of an HTTP/2 connection (`peer`): no socket of its own; the
+    /// request head is parsed back into HEADERS by the stream, the response comes back as
+    /// HTTP/1.1 bytes. `ready`: the connection is up, the request goes at once.
+    func connectVirtual(_ peer: HTTP2UpstreamStream, endpoint: EndpointRuntime, requestHead: ByteBuffer, ready: Bool) {
+        endpointIndex = endpoint.index
+        fd = SocketConnection.virtualDescriptor
+        virtualPeer = peer
+        peer.exchange = self
+        state = ready ? .active : .connecting
+        readable = false
+        writable = true
+        output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
+        worker.queueFlush(self)
+    }
+
+    /// The HTTP/2 connection is up (and its TLS handshake done).
+    func virtualConnected() {
+        guard state == .connecting else { return }
+        state = .active
+        downstream?.upstreamConnected()
+    }
+
+    /// The stream has response bytes for us.
+    func virtualInputArrived() {
+        guard state == .active else { return }
+        readable = true
+        processResponse()
+    }
+
+    /// The stream or its connection failed.
+    func virtualFailed(_ reason: LocalReplyReason, connectFailure: Bool) {
+        guard state != .closed else { return }
+        fail(reason, connectFailure: connectFailure)
+    }
+
+    /// REFUSED_STREAM: the app did not process the request.
+    func virtualRefused() {
+        guard state != .closed else { return }
+        let owner = downstream
+        downstream = nil
+        close()
+        owner?.upstreamRefusedStream()
+    }
+
     /// Queues a request head on an already-connected (pooled) connection.
     func sendRequest(_ requestHead: ByteBuffer) {
         output().append(from: requestHead, offset: requestHead.readerIndex, count: requestHead.readableBytes)
@@ -349,6 +393,11 @@ final class UpstreamConnection: SocketConnection {
     func exchangeFinished(reusable: Bool, keptByClient: Bool = false) {
         downstream = nil
         if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if virtualPeer != nil {
+            // A stream lives for one exchange; its connection stays.
+            close()
+            return
+        }
         guard reusable, state == .active, let cluster, pendingOutput == 0,
               keptByClient || worker.returnToPool(self, cluster: cluster) else {
             close()

@@ -378,6 +378,8 @@ final class WorkerRouting {
     var retryBudgets: [RetryBudgetWindow] = []
     /// Idle keep-alive upstream connections per endpoint index, most recent last.
     private var idleUpstreams: [[UpstreamConnection]]
+    /// HTTP/2 connections per endpoint index (clusters with `protocol: h2c | h2`).
+    private var http2Upstreams: [[HTTP2UpstreamConnection]]
     /// Each endpoint's addresses as last read, and where the rotation is.
     private var addressCache: [(generation: UInt64, addresses: [SocketAddress], next: Int)]
 
@@ -388,6 +390,7 @@ final class WorkerRouting {
         activeRequests = .allocate(capacity: max(1, runtime.endpoints.count))
         activeRequests.initialize(repeating: 0, count: max(1, runtime.endpoints.count))
         idleUpstreams = Array(repeating: [], count: runtime.endpoints.count)
+        http2Upstreams = Array(repeating: [], count: runtime.endpoints.count)
         addressCache = Array(repeating: (UInt64.max, [], workerID), count: runtime.endpoints.count)
         let workerCount = max(1, runtime.workerCount)
         for listener in runtime.listeners {
@@ -430,6 +433,29 @@ final class WorkerRouting {
 
     func closeIdleConnections() {
         for pool in idleUpstreams { for connection in pool { connection.close() } }
+        // HTTP/2 connections of a replaced configuration: no new streams; each closes when
+        // its last stream ends.
+        for list in http2Upstreams { for connection in list { connection.retire() } }
+    }
+
+    /// A connection to `endpoint` that takes one more stream, opened when none does; nil when
+    /// it could not be opened (no address, socket failure) or the circuit breaker's
+    /// `max_connections` is reached.
+    func http2Connection(to endpoint: EndpointRuntime, cluster: ClusterRuntime, worker: Worker) -> HTTP2UpstreamConnection? {
+        for connection in http2Upstreams[endpoint.index] where connection.acceptsStream { return connection }
+        guard cluster.shared.load(cluster: cluster.index, .connections) < cluster.policy.maxConnections,
+              let (address, _) = nextAddress(endpoint) else { return nil }
+        let connection = HTTP2UpstreamConnection(worker: worker, routing: self, cluster: cluster, endpoint: endpoint)
+        guard connection.open(address, serverName: cluster.tlsServerName ?? endpoint.host) else { return nil }
+        http2Upstreams[endpoint.index].append(connection)
+        return connection
+    }
+
+    func forget(_ connection: HTTP2UpstreamConnection) {
+        let index = connection.endpointIndex
+        if let position = http2Upstreams[index].firstIndex(where: { $0 === connection }) {
+            http2Upstreams[index].remove(at: position)
+        }
     }
 
     /// The next address of `endpoint` to connect to (rotating over a DNS name's answers), with
