@@ -79,6 +79,7 @@ class H2Response:
     ended: bool = False  # END_STREAM received
     reset_code: int | None = None  # RST_STREAM from the proxy
     data_frames: int = 0
+    t_end: float = 0.0  # time.monotonic() when the stream ended or was reset
 
     def header(self, name):
         v = self.header_all(name)
@@ -143,6 +144,7 @@ class H2Client:
         self.reset = False
         self.pings_acked = 0
         self.frames_in: list[tuple] = []  # (type, stream id, flags, length) of the last frames received
+        self.frame_counts: dict[int, int] = {}  # frames received by type
         self._flush()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -237,6 +239,7 @@ class H2Client:
             frame = bytes(self.inbuf[: 9 + length])
             del self.inbuf[: 9 + length]
             self.frames_in.append((frame[3], int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF, frame[4], length))
+            self.frame_counts[frame[3]] = self.frame_counts.get(frame[3], 0) + 1
             if len(self.frames_in) > 200:
                 del self.frames_in[:100]
             events = self.conn.receive_data(frame)
@@ -277,10 +280,12 @@ class H2Client:
         elif isinstance(ev, h2.events.StreamEnded):
             r = self._resp(ev.stream_id)
             r.ended = True
+            r.t_end = time.monotonic()
             r.body = bytes(self._bodies.pop(ev.stream_id, b""))
         elif isinstance(ev, h2.events.StreamReset):
             r = self._resp(ev.stream_id)
             r.reset_code = int(ev.error_code)
+            r.t_end = time.monotonic()
             r.body = bytes(self._bodies.pop(ev.stream_id, b""))
             self._out.pop(ev.stream_id, None)
         elif isinstance(ev, h2.events.RemoteSettingsChanged):
