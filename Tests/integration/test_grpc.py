@@ -285,3 +285,39 @@ def test_grpc_concurrent_calls_one_channel(stub):
         payloads = [os.urandom(5000 + i) for i in range(30)]
         results = list(ex.map(lambda b: stub.echo(b, timeout=10), payloads))
     assert results == payloads
+
+
+def _raw_grpc(port, method, payload: bytes):
+    """One gRPC call with the HTTP/2 client of h2wire: (response, {field: value} of the response
+    head and trailers together, messages)."""
+    from h2wire import H2Client
+
+    with H2Client(port, timeout=10) as c:
+        r = c.get(f"/{SERVICE}/{method}", method="POST", authority="grpc.test",
+                  headers=[("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "5S")],
+                  body=b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    fields = dict(r.headers)
+    fields.update(dict(r.trailers))
+    msgs, body = [], r.body
+    while len(body) >= 5:
+        n = int.from_bytes(body[1:5], "big")
+        msgs.append(body[5:5 + n])
+        body = body[5 + n:]
+    return r, fields, msgs
+
+
+@pytest.mark.parametrize("method,payload", [("Echo", b"raw bytes \x00\xff"), ("Fail", b"x")])
+def test_grpc_status_fields_unchanged_on_the_wire(grpc_backend, grpc_proxy, method, payload):
+    """grpc-status and the percent-encoded grpc-message as the server wrote them, byte for byte
+    (compared with the same call made directly), whether they come as trailers or trailers-only."""
+    d, dfields, dmsgs = _raw_grpc(grpc_backend.port, method, payload)
+    p, pfields, pmsgs = _raw_grpc(grpc_proxy.port, method, payload)
+    assert d.status == 200 and p.status == 200, (d, p)
+    for k in ("grpc-status", "grpc-message", "content-type", "x-trailing"):
+        assert pfields.get(k) == dfields.get(k), f"{k}: direct {dfields.get(k)!r}, through the proxy {pfields.get(k)!r}"
+    assert pmsgs == dmsgs, (pmsgs, dmsgs)
+    if method == "Fail":
+        assert pfields["grpc-status"] == "5" and "%" in pfields["grpc-message"], pfields
+    else:
+        assert pmsgs == [payload] and pfields["grpc-status"] == "0", pfields
+    assert p.trailers or p.header("grpc-status"), f"no trailers: {p!r}"
