@@ -811,16 +811,20 @@ def test_h2c_upstream_few_connections_for_many_clients(app_proxy):
     assert elapsed < 6, f"50 × 300 ms took {elapsed:.1f}s: not multiplexed"
 
 
-def test_h2c_upstream_refused_stream_is_retried(app_proxy):
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_h2c_upstream_refused_stream_is_retried(app_proxy, method):
+    """The app resets the first try with REFUSED_STREAM (nothing processed): with
+    `retry.on: [refused_stream]` the proxy tries again, a POST too (SPEC §7), body replayed."""
     p, app = app_proxy
     key = uuid.uuid4().hex[:8]
-    r = h11_get(p.port, f"/retry/refuse-once/{key}", method="POST", body=b"replay me",
-                headers=[("Content-Type", "text/plain")])
-    assert r.status == 200, r
+    body = b"replay me" if method == "POST" else None
+    r = h11_get(p.port, f"/retry/refuse-once/{key}", method=method, body=body,
+                headers=[("Content-Type", "text/plain")] if body else [])
     tries = app.find_all(f"/refuse-once/{key}")
+    assert r.status == 200, f"{r!r}; the app saw {[(t.method, t.reset_code, t.complete) for t in tries]}"
     assert len(tries) == 2, f"expected a refused try and a second one: {[(t.path, t.reset_code, t.complete) for t in tries]}"
-    assert tries[1].complete and tries[1].body == b"replay me", tries[1]
-    assert r.json()["body_len"] == len(b"replay me")
+    assert tries[1].complete and tries[1].body == (body or b""), tries[1]
+    assert r.json()["body_len"] == len(body or b"")
     entry = p.wait_access_log(lambda e: key in str(e.get("path")))
     assert entry is not None and entry["attempts"] == 2, entry
 
