@@ -725,7 +725,7 @@ def wait_metric(admin_port: int, family: str, minimum: float, timeout: float = 3
 # Command-line clients
 
 
-def run_tool(cmd: list, timeout: float = 20, tmp: Path | None = None) -> subprocess.CompletedProcess:
+def run_tool(cmd: list, timeout: float = 20) -> subprocess.CompletedProcess:
     env = {**os.environ, "CURL_HOME": "/nonexistent", "no_proxy": "*", "NO_PROXY": "*"}
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(k, None)

@@ -24,12 +24,12 @@ import uuid
 
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
 
 from conftest import _report, start_proxy
 from h2_upstream import big_body
 from h2wire import (H2Client, RawH2, assert_no_connection_specific, client_ctx, curl_run, describe, error_name,
-                    make_pki, metric_value, run_tool, server_ctx, wait_metric)
+                    make_pki, run_tool, server_ctx, wait_metric)
 from wire import Conn, free_port
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
