@@ -30,7 +30,7 @@ from conftest import _report, start_proxy
 from h2_upstream import big_body
 from h2wire import (H2Client, RawH2, assert_no_connection_specific, client_ctx, curl_run, describe, error_name,
                     make_pki, run_tool, server_ctx, wait_metric)
-from wire import Conn, free_port
+from wire import Conn
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 API_KEY = "example-key-ci-bot-6f1d2c0a"  # config/examples/api-keys: ci-bot
@@ -1077,28 +1077,30 @@ def test_flood_empty_data_frames(flood_proxy):
     _assert_flood_outcome(p, raw, frames, closed, bg, rss0, "empty_frames", goaway_required=False)
 
 
-def test_protocol_error_and_bad_preface_counted(proxy_factory, upstream, pki):
-    tls = tls_listener(pki, None)
-    del tls["protocols"]  # a listener of its own: the key is left out, not merged away
-    tls["address"] = f"127.0.0.1:{free_port()}"
-    tls["routes"] = [{"name": "default", "match": {"path_prefix": "/"}, "cluster": "app"}]
-    p = proxy_factory(upstream=upstream, listener={"protocols": None}, extra_listeners=[tls])
-    tls_port = int(tls["address"].rsplit(":", 1)[1])
-    # DATA on stream 0 is a connection error (PROTOCOL_ERROR)
+def test_protocol_error_counted(proxy_factory, upstream):
+    """DATA on stream 0 is a connection error: GOAWAY(PROTOCOL_ERROR), closed, counted."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None})
     with RawH2(p.port, timeout=5) as raw:
         raw.send(raw.preface() + b"\x00\x00\x04\x00\x00\x00\x00\x00\x00nope")  # DATA, stream 0
         frames, closed = raw.drain(5)
     goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
     assert closed and goaways and goaways[-1].error_code == ErrorCodes.PROTOCOL_ERROR, describe(frames)
-    assert wait_metric(p.admin_port, CLOSED_METRIC, 1, listener="inbound", reason="protocol_error") >= 1
-    # h2 by ALPN, then HTTP/1.1 bytes instead of the preface
-    with RawH2(tls_port, timeout=5, tls_ctx=client_ctx(pki, ["h2"])) as raw:
+    v = wait_metric(p.admin_port, CLOSED_METRIC, 1, listener="inbound", reason="protocol_error")
+    assert v >= 1, f'{CLOSED_METRIC}{{listener="inbound",reason="protocol_error"}} is {v}'
+
+
+def test_bad_preface_counted(proxy_factory, upstream, pki):
+    """h2 chosen by ALPN, then HTTP/1.1 bytes instead of the connection preface: closed, counted,
+    nothing sent upstream."""
+    p = proxy_factory(upstream=upstream, listener=tls_listener(pki, None))
+    with RawH2(p.port, timeout=5, tls_ctx=client_ctx(pki, ["h2"])) as raw:
         assert raw.sock.selected_alpn_protocol() == "h2"
         raw.send(b"GET /not-a-preface HTTP/1.1\r\nHost: localhost\r\n\r\n")
         frames, closed = raw.drain(5)
     assert closed, describe(frames)
     assert not any(isinstance(f, HeadersFrame) for f in frames), describe(frames)
-    assert wait_metric(p.admin_port, CLOSED_METRIC, 1, listener="inbound-tls", reason="bad_preface") >= 1
+    v = wait_metric(p.admin_port, CLOSED_METRIC, 1, listener="inbound-tls", reason="bad_preface")
+    assert v >= 1, f'{CLOSED_METRIC}{{listener="inbound-tls",reason="bad_preface"}} is {v}'
     assert not [r for r in upstream.records if "not-a-preface" in r.target]
 
 
