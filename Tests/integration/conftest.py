@@ -68,6 +68,28 @@ def make_upstream(loop_thread):
 
 
 @pytest.fixture
+def h2_upstream(loop_thread):
+    """h2_upstream(name="h2-app", ssl_ctx=None) -> a started H2Upstream (h2_upstream.py: h2c, or h2
+    over TLS with an ssl context). At teardown, every stream the proxy opened on it must have been
+    a well-formed HTTP/2 request (pseudo-headers, lower-case names, no connection-specific fields)."""
+    from h2_upstream import H2Upstream
+
+    made = []
+
+    def make(name="h2-app", ssl_ctx=None, max_concurrent_streams=100):
+        up = loop_thread.run(H2Upstream(name, ssl_ctx, max_concurrent_streams).start())
+        made.append(up)
+        return up
+
+    yield make
+    problems = []
+    for up in made:
+        problems += [f"{up.name}: {p}" for p in up.wellformedness_problems()]
+        loop_thread.run(up.stop())
+    assert not problems, f"the proxy sent malformed HTTP/2 requests upstream: {problems}"
+
+
+@pytest.fixture
 def ws_echo(loop_thread):
     ws = loop_thread.run(WebSocketEcho().start())
     yield ws
@@ -193,7 +215,8 @@ def start_proxy(bin_path, workdir: Path, routes=None, clusters=None, listener=No
     """Write a config into workdir and start outrider on free ports.
 
     routes/clusters replace the defaults (one route "/" -> cluster "app" -> `upstream`);
-    listener/top are deep-merged into the listener and top-level mappings;
+    listener/top are deep-merged into the listener and top-level mappings (a listener key given
+    as None is removed: `listener={"protocols": None}` leaves the protocols to the default);
     extra_listeners (complete listener mappings, routes included) follow the first listener.
     """
     port, admin_port = free_port(), free_port()
@@ -209,6 +232,8 @@ def start_proxy(bin_path, workdir: Path, routes=None, clusters=None, listener=No
         "protocols": ["http1"],
     }
     lst = _deep_merge(lst, listener or {})
+    # a key given as None is left out (e.g. {"protocols": None}: the listener's default protocols)
+    lst = {k: v for k, v in lst.items() if v is not None}
     lst["routes"] = routes
     cfg = {
         "workers": 2,
