@@ -699,9 +699,12 @@ final class DownstreamConnection: SocketConnection {
         let retry = route.retry
         routing.retryBudgets[route.metricsIndex].recordRequest(now: worker.loop.now)
         // Only a try that may be repeated after its body went out needs the body kept.
-        replayable = pendingFraming != .none && requestMethod.isIdempotent && retry.attempts > 1 && retry.maxReplayBody > 0
-            && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
-                || retry.perTryTimeout > 0)
+        // An HTTP/2 app may refuse a stream after its body went: any method is tried again then.
+        let refusalRetried = cluster.isHTTP2 && (retry.onRefusedStream || retry.onConnectFailure)
+        replayable = pendingFraming != .none && retry.attempts > 1 && retry.maxReplayBody > 0
+            && (refusalRetried || requestMethod.isIdempotent
+                && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
+                    || retry.perTryTimeout > 0))
         dispatch()
     }
 

@@ -30,6 +30,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     /// Close once the output (a GOAWAY) is written.
     private var closingAfterFlush = false
     private var draining = false
+    private var failureCounted = false
     /// Response heads being parsed from a stream's exchange (complete in one `deliver`).
     let responseTable: HeaderTable
     /// Response heads and trailers for nghttp2.
@@ -119,6 +120,8 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     }
 
     private func fail(_ failure: HTTP2SessionFailure) {
+        guard !failureCounted else { return }
+        failureCounted = true
         if let listener {
             routing.metrics.add(routing.metrics.layout.http2Closed
                                 + listener.listener.index * MetricsLayout.http2CloseReasons.count + failure.kind.metricsIndex)
@@ -212,6 +215,12 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             let count = session.takeOutput(into: out.writePointer, capacity: out.writableBytes)
             out.writerIndex += count
             releaseOutputIfEmpty()
+            // nghttp2 ends some sessions on its own (a protocol error, too many SETTINGS
+            // entries): known once its GOAWAY went out.
+            if let failure = session.failure, !failureCounted {
+                fail(failure)
+                return
+            }
             if count > 0 {
                 worker.queueFlush(self)
                 return

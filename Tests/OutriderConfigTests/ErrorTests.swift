@@ -408,14 +408,14 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
               - name: app
                 endpoints: [127.0.0.1:8080]
                 protocol: h2c
+                health_check: { path: /healthz }
               - name: b
                 endpoints: [127.0.0.1:8081]
                 protocol: h2
                 tls: { sni: api.example.com }
             """
         #expect(errorLines(yaml) == [
-            at(4, 15, "cluster protocol 'h2c' is not supported yet; this build speaks http1 upstream"),
-            at(7, 15, "cluster protocol 'h2' is not supported yet; this build speaks http1 upstream"),
+            at(5, 19, "health_check is not supported yet on 'h2c' clusters (the probe speaks HTTP/1.1)"),
         ])
     }
 

@@ -125,8 +125,9 @@ def test_validate_reports_every_error(outrider_bin, tmp_path):
 
 UNSUPPORTED = [
     # (id, where the snippet goes, the snippet, its key)
-    ("cluster-protocol-h2c", "cluster", "    protocol: h2c\n", "protocol"),
-    ("cluster-protocol-h2", "cluster", "    protocol: h2\n", "protocol"),
+    # the health probe speaks HTTP/1.1: refused on HTTP/2-only clusters
+    ("health-check-on-h2c", "cluster", "    health_check: { path: /healthz }\n    protocol: h2c\n", "health_check"),
+    ("health-check-on-h2", "cluster", "    health_check: { path: /healthz }\n    protocol: h2\n", "health_check"),
 ]
 
 

@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from upstream_server import MAX_HEAD, RecordingUpstream
-from wire import Conn, free_port, to_yaml
+from wire import Conn, dead_port, free_port, to_yaml
 
 HEALTH = "/healthz"
 
@@ -263,7 +263,7 @@ def assert_local_error(r, status, reason):
 
 def test_connect_failure_to_one_of_two_endpoints_is_retried_by_default(proxy_factory, ups):
     live = ups("live")
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    dead = f"127.0.0.1:{dead_port()}"  # nothing listens there
     p = proxy_factory(clusters=[cluster("app", [dead, live])])
     n = 20
     for i in range(n):
@@ -380,7 +380,7 @@ def test_post_not_retried_after_503(proxy_factory, ups):
     bad = ups("bad", status=503)
     bad2, good = ups("bad2", status=503), ups("good")
     good2 = ups("good2")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     retry = {"attempts": 3, "on": ["gateway_error", "5xx"]}
     p = proxy_factory(
         routes=[route("one", "/one", "one", retry=retry),

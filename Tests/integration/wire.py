@@ -16,6 +16,18 @@ def free_port() -> int:
     return port
 
 
+_held_dead_ports = []
+
+
+def dead_port() -> int:
+    """A port nothing listens on and nothing else can take while the tests run: bound, never
+    listening (a connect is refused), and held open."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _held_dead_ports.append(s)
+    return s.getsockname()[1]
+
+
 def wait_port(port: int, timeout: float = 5.0, alive=lambda: True) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
