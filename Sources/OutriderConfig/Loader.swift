@@ -517,6 +517,9 @@ struct ConfigurationBuilder {
             }
         }
         if let node = fields.value("tls") { config.tls = clusterTLS(node) }
+        if config.protocol == .h2c, fields.value("tls") != nil, let node = fields.value("protocol") {
+            session.report("cluster protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use h2", at: node)
+        }
         if let node = fields.value("lb") { config.lb = loadBalancing(node) }
         if let node = fields.value("connect_timeout"),
            let value = session.duration(node, key: "connect_timeout", allowZero: false) {

@@ -39,7 +39,7 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
         var tlsListener = Defaults.listener
         tlsListener.name = "inbound-tls"
         tlsListener.address = ConfigAddress(host: "0.0.0.0", port: 15_443)
-        tlsListener.protocols = [.http1]
+        tlsListener.protocols = [.http1, .h2]
         let examples = Self.directory + "/examples/tls"
         tlsListener.tls = ListenerTLSConfig(
             certificate: CertificatePair(certificate: examples + "/server.crt", privateKey: examples + "/server.key"),
@@ -61,6 +61,19 @@ func repositoryConfigDirectory(filePath: String = #filePath) -> String {
             ),
             at: 0
         )
+        var grpcRoute = Defaults.route
+        grpcRoute.name = "grpc"
+        grpcRoute.match = RouteMatch(pathPrefix: "/helloworld.Greeter", host: "*", methods: [],
+                                     headers: [HeaderMatch(name: "content-type", value: "application/grpc")])
+        grpcRoute.timeout = .zero
+        grpcRoute.cluster = "app-grpc"
+        expected.listeners[0].routes.insert(grpcRoute, at: 1)
+        var grpcCluster = Defaults.cluster
+        grpcCluster.name = "app-grpc"
+        grpcCluster.endpoints = [ConfigAddress(host: "127.0.0.1", port: 50_051)]
+        grpcCluster.protocol = .h2c
+        grpcCluster.outlierDetection = OutlierDetectionConfig(consecutiveFailures: 5, baseEjection: .seconds(30), maxEjectedPercent: 50)
+        expected.clusters.append(grpcCluster)
         #expect(config == expected)
     }
 }

@@ -315,13 +315,12 @@ final class TLSFiles {
                 protocols: [h2]
                 tls: { certificate: missing.crt, private_key: server.key }
             """
+        // h2 with tls (listeners 1 and 4) is fine; a broken tls block still makes listener 4 a
+        // TLS listener, so only its certificate is reported.
         #expect(files.errors(yaml) == [
-            files.at(3, 24, "'h2' is not supported yet; this build offers http/1.1 over TLS"),
-            files.at(6, 17, "protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use http1"),
+            files.at(6, 17, "protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use h2 (ALPN)"),
             files.at(6, 29, "duplicate protocol 'http1' in 'protocols'"),
             files.at(9, 17, "protocol 'h2' needs tls; use h2c for cleartext HTTP/2"),
-            // A broken tls block still makes this a TLS listener: the protocol error says so.
-            files.at(11, 17, "'h2' is not supported yet; this build offers http/1.1 over TLS"),
             files.at(12, 25, "cannot read certificate '\(files.path("missing.crt"))': No such file or directory"),
         ])
     }
@@ -439,9 +438,19 @@ final class TLSFiles {
         ])
     }
 
-    /// HTTP/1.1 over TLS is built; HTTP/2 upstream is not, with or without tls.
-    @Test func upstreamHTTP2IsStillRefused() {
+    /// HTTP/2 upstreams: h2 over TLS, h2c in cleartext only.
+    @Test func upstreamHTTP2Loads() throws {
         let files = TLSFiles()
+        let refused = """
+            clusters:
+              - name: app
+                endpoints: [127.0.0.1:80]
+                protocol: h2c
+                tls: { sni: b.example }
+            """
+        #expect(files.errors(refused) == [
+            files.at(4, 15, "cluster protocol 'h2c' is cleartext HTTP/2 and cannot be used with tls; with tls, use h2"),
+        ])
         let yaml = """
             clusters:
               - name: app
@@ -451,12 +460,10 @@ final class TLSFiles {
               - name: b
                 endpoints: [127.0.0.1:80]
                 protocol: h2c
-                tls: { sni: b.example }
             """
-        #expect(files.errors(yaml) == [
-            files.at(4, 15, "cluster protocol 'h2' is not supported yet; this build speaks http1 upstream"),
-            files.at(8, 15, "cluster protocol 'h2c' is not supported yet; this build speaks http1 upstream"),
-        ])
+        #expect(files.errors(yaml) == [])
+        let config = try files.load(yaml)
+        #expect(config.clusters.map(\.protocol) == [.h2, .h2c])
     }
 }
 
@@ -532,7 +539,7 @@ final class TLSFiles {
               - name: secure
                 address: 0.0.0.0:8443
                 direction: inbound
-                protocols: [http1]
+                protocols: [http1, h2]
                 tls:
                   certificate: \(d)/server.crt
                   private_key: \(d)/server.key
