@@ -129,6 +129,8 @@ public final class BenchWorker: @unchecked Sendable {
         // so the windows only decide how many WINDOW_UPDATEs go out.
         configuration.initialWindowSize = (1 << 30) - 1
         configuration.connectionWindowSize = (1 << 30) - 1
+        // Stream objects for every stream in flight are reused: none is made per request.
+        configuration.streamPoolLimit = max(configuration.streamPoolLimit, options.streams)
         http2Configuration = configuration
         let ownBudget = plan.options.requestBudget(ofThread: index)
         budget = ownBudget ?? Int.max
