@@ -23,6 +23,12 @@ import OutriderTLS
 final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
     let maxStreams: Int
     let hasBody: Bool
+    // Read on every request: kept here as constants (no reference counting on the way).
+    let headers: HTTP2HeaderBlock
+    let body: UnsafeMutablePointer<UInt8>
+    let bodyLength: Int
+    let timeoutNanos: Int64
+    let schedule: OpenLoopSchedule?
     var session: HTTP2Session?
     /// Cleartext: frames taken from the session that the socket has not accepted yet.
     let frameOut: ByteBuffer?
@@ -58,6 +64,11 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
     override init(worker: BenchWorker, localIndex: Int, globalIndex: Int) {
         maxStreams = worker.plan.options.streams
         hasBody = worker.plan.options.hasBody
+        headers = worker.http2Headers
+        body = worker.request
+        bodyLength = worker.requestLength
+        timeoutNanos = worker.plan.options.timeoutNanos
+        schedule = worker.plan.schedule
         frameOut = worker.plan.tlsContext == nil ? ByteBuffer(capacity: Self.frameOutCapacity) : nil
         slotStream = .allocate(capacity: maxStreams)
         slotStream.initialize(repeating: 0, count: maxStreams)
@@ -189,15 +200,15 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
     /// as `-m` allows; open loop, those whose intended time has come), writes the session's
     /// frames, and closes the connection once a GOAWAY's streams are done.
     override func pump() {
-        guard phase == .ready else { return }
+        guard phase == .ready, let session else { return }
         if !worker.stopping && !goingAway {
             let now = Sys.monotonicNanoseconds()
             while retryCount > 0 && inFlight < maxStreams {
-                if !submit(intended: retryIntended[retryHead], now: now) { break }
+                if !submit(session, intended: retryIntended[retryHead], now: now) { break }
                 retryHead = retryHead + 1 == maxStreams ? 0 : retryHead + 1
                 retryCount -= 1
             }
-            if !goingAway, let schedule = worker.plan.schedule {
+            if !goingAway, let schedule {
                 while inFlight + retryCount < maxStreams {
                     if nextIntended > now {
                         if scheduledAt == 0 {
@@ -211,7 +222,7 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
                     sequence += 1
                     nextIntended = schedule.intendedTime(start: worker.plan.startTime, connection: globalIndex, request: sequence)
                     worker.inFlight += 1
-                    if !submit(intended: intended, now: now) {
+                    if !submit(session, intended: intended, now: now) {
                         pushRetry(intended)
                         break
                     }
@@ -221,15 +232,15 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
                 while inFlight + retryCount < maxStreams {
                     guard worker.takeBudget(start: now) else { break }
                     worker.inFlight += 1
-                    if !submit(intended: now, now: now) {
+                    if !submit(session, intended: now, now: now) {
                         pushRetry(now)
                         break
                     }
                 }
             }
         }
-        if !flushOutput() { return }
-        if let session, (goingAway && inFlight == 0) || session.isFinished {
+        if !flushOutput(session) { return }
+        if (goingAway && inFlight == 0) || session.isFinished {
             // Done with this connection: the next one takes over (and the requests to send again).
             closeAndReconnect(failedKind: inFlight > 0 ? .read : nil, count: inFlight)
         }
@@ -237,28 +248,26 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
 
     /// One request on a new stream. False (and `goingAway` set) when the session opens no more.
     @inline(__always)
-    private func submit(intended: Int64, now: Int64) -> Bool {
-        guard let session else { return false }
+    private func submit(_ session: HTTP2Session, intended: Int64, now: Int64) -> Bool {
         let stream: Int32
         do {
-            stream = try session.submitRequest(headers: worker.http2Headers, endStream: !hasBody)
+            stream = try session.submitRequest(headers: headers, endStream: !hasBody)
         } catch {
             goingAway = true
             return false
         }
         if hasBody {
             // Cannot fail: the stream was just opened with a body to come.
-            _ = try? session.submitData(stream: stream, worker.request, worker.requestLength, endStream: true)
+            _ = try? session.submitData(stream: stream, body, bodyLength, endStream: true)
         }
         open(stream, intended: intended, now: now)
         inFlight += 1
-        if deadline == 0 { worker.loop.setDeadline(self, now + worker.plan.options.timeoutNanos) }
+        if deadline == 0 { worker.loop.setDeadline(self, now + timeoutNanos) }
         return true
     }
 
     /// Writes what the session has to send. False when the connection went away.
-    private func flushOutput() -> Bool {
-        guard let session else { return true }
+    private func flushOutput(_ session: HTTP2Session) -> Bool {
         if let tls {
             let scratch = worker.frameOutScratch
             while session.pendingOutput {
@@ -294,7 +303,10 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
         }
     }
 
-    override func writeReady() -> Bool { flushOutput() }
+    override func writeReady() -> Bool {
+        guard let session else { return true }
+        return flushOutput(session)
+    }
 
     // MARK: reading
 
@@ -347,7 +359,7 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
         lastReadAt = worker.loop.now
         if case .fatal = session.receive(bytes, count) {
             // The target broke the protocol: send the session's GOAWAY if possible, start over.
-            if flushOutput() { fail(.protocol, count: max(inFlight, 1)) }
+            if flushOutput(session) { fail(.protocol, count: max(inFlight, 1)) }
             return false
         }
         return true
@@ -357,7 +369,7 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
 
     override func readyDeadline(now: Int64) {
         guard inFlight > 0, let session else { return }
-        let timeout = worker.plan.options.timeoutNanos
+        let timeout = timeoutNanos
         var oldestExpired = Int64.max
         for slot in 0..<maxStreams where slotStream[slot] != 0 && slotSentAt[slot] + timeout <= now {
             oldestExpired = min(oldestExpired, slotSentAt[slot])
