@@ -7,7 +7,8 @@
 # Usage:  bench-h2c-tools.sh [--duration S] [--runs N] [-c CONNECTIONS] [-m STREAMS] [--no-pin] [--keep]
 #   defaults: 10 s, 3 runs, -c 10 -m 10 (the h2c case of peers.sh), one thread per tool
 # Prints per run and tool: req/s, the tool's CPU µs per request (utime + stime), the target's CPU
-# (% of a core) and other processes' CPU during the load (% of a core; a busy machine skews it).
+# (% of a core), other processes' CPU during the load (% of a core) and the time the hypervisor
+# took from CPUs 0 and 1 (steal, % of a core): a busy or stolen-from machine skews a run.
 # Environment: BUILD=0 (no swift build: .build/release as it is), OUTRIDER_BENCH_BIN, H2C_PORT (18080).
 #
 # Loopback only; nghttpd runs in its own session and is stopped by PID.
@@ -64,7 +65,11 @@ TARGET=$LAST_PID
 wait_listen "$TARGET" "$PORT" nghttpd || exit 1
 URL="http://127.0.0.1:$PORT/index.html"
 
-# One load: run_tool TOOL RUN. Appends "tool run rps cpu_us_per_req target_pct foreign_pct" to $T/results.
+# Steal ticks of CPUs 0 and 1 so far (/proc/stat, 8th value of each cpuN line).
+steal_ticks() { awk '$1 == "cpu0" || $1 == "cpu1" {s += $9} END {print s + 0}' /proc/stat; }
+
+# One load: run_tool TOOL RUN. Appends "tool run rps cpu_us_per_req target_pct foreign_pct steal_pct"
+# to $T/results.
 run_tool() {
     local tool="$1" run="$2" out="$T/$1-$2"
     local -a cmd
@@ -72,9 +77,11 @@ run_tool() {
         h2load)         cmd=(h2load -t1 -c"$CONNS" -m"$STREAMS" -D "$DURATION" "$URL") ;;
         outrider-bench) cmd=("$BENCH_BIN" --h2c --json -t1 -c"$CONNS" -m"$STREAMS" -d "${DURATION}s" "$URL") ;;
     esac
+    local steal0; steal0=$(steal_ticks)
     snap_begin "$TARGET"
     { TIMEFORMAT='%U %S'; time "${PIN_LOAD[@]}" "${cmd[@]}" > "$out" 2> "$out.err"; } 2> "$out.time"
     snap_end
+    local steal; steal=$(awk -v a="$steal0" -v b="$(steal_ticks)" -v h="$HZ" -v s="$SNAP_SECS" 'BEGIN {printf "%.0f", 100 * (b - a) / h / s}')
     local rps
     case "$tool" in
         h2load)
@@ -85,8 +92,8 @@ run_tool() {
                   sum(r["errors"].values()) and print("errors", r["errors"], file=sys.stderr)' "$out") ;;
     esac
     [ -n "$rps" ] || { log "  $tool failed:"; tail -n 5 "$out" "$out.err" >&2; return 1; }
-    awk -v tool="$tool" -v run="$run" -v rps="$rps" -v d="$DURATION" -v tp="$PROXY_PCT" -v f="$FOREIGN" \
-        '{cpu = $1 + $2; printf "%s %s %.0f %.2f %s %s\n", tool, run, rps, 1e6 * cpu / (rps * d), tp, f}' \
+    awk -v tool="$tool" -v run="$run" -v rps="$rps" -v d="$DURATION" -v tp="$PROXY_PCT" -v f="$FOREIGN" -v st="$steal" \
+        '{cpu = $1 + $2; printf "%s %s %.0f %.2f %s %s %s\n", tool, run, rps, 1e6 * cpu / (rps * d), tp, f, st}' \
         "$out.time" >> "$T/results"
 }
 
@@ -97,7 +104,7 @@ log "nghttpd $(nghttpd --version | awk '{print $2}') on CPU ${PROXY_CPU}, the to
 for run in $(seq "$RUNS"); do
     for tool in h2load outrider-bench; do
         run_tool "$tool" "$run" || exit 1
-        tail -n 1 "$T/results" | awk '{printf "  run %s  %-15s %9s req/s  %6s us CPU/req  target %s%%  other %s%%\n", $2, $1, $3, $4, $5, $6}' >&2
+        tail -n 1 "$T/results" | awk '{printf "  run %s  %-15s %9s req/s  %6s us CPU/req  target %s%%  other %s%%  steal %s%%\n", $2, $1, $3, $4, $5, $6, $7}' >&2
     done
 done
 

@@ -621,7 +621,8 @@ def test_h2c_stream_timeouts(bench_bin, make_h2_target):
     # Unanswered streams are cancelled one by one; the connection stays.
     assert target.connections == 1
     assert sum(target.resets_received) >= result["errors"]["timeout"] - 4
-    assert result["latency_ms"]["max"] < 200
+    # Answers come within the timeout (plus the loop's timer granularity) or not at all.
+    assert result["latency_ms"]["max"] < 250
 
 
 def test_h2c_json_has_every_key(bench_bin, make_h2_target):
