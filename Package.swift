@@ -61,7 +61,7 @@ let package = Package(
         ]),
         // The load generator (SPEC §11): its own loops and codecs, never the proxy.
         .target(name: "OutriderBench", dependencies: [
-            "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderTLS", "CAtomics",
+            "OutriderCore", "OutriderPosix", "OutriderHTTP", "OutriderHTTP1", "OutriderHTTP2", "OutriderTLS", "CAtomics",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ], swiftSettings: dataPath),
         .executableTarget(name: "outrider-bench", dependencies: [

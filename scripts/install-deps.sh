@@ -10,8 +10,9 @@ APT_ONLY=0
 
 # Debian packages: build (libssl, nghttp2, libcrypt, pkg-config), tests (openssl for test certificates,
 # curl, nghttp2-client, venv; iptables
-# and iproute2 for `outrider iptables --apply` in a network namespace), bench (wrk)
-PKGS=(libssl-dev libnghttp2-dev libcrypt-dev pkg-config openssl curl python3-venv nghttp2-client wrk procps iptables iproute2)
+# and iproute2 for `outrider iptables --apply` in a network namespace), bench (wrk; nghttpd from
+# nghttp2-server as the h2c target of scripts/bench-h2c-tools.sh)
+PKGS=(libssl-dev libnghttp2-dev libcrypt-dev pkg-config openssl curl python3-venv nghttp2-client nghttp2-server wrk procps iptables iproute2)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi

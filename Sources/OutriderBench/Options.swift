@@ -28,7 +28,7 @@ public struct TargetURL: Equatable, Sendable {
             isTLS = true
             rest = text.dropFirst(8)
         } else if text.hasPrefix("h2c://") || text.hasPrefix("h2://") {
-            throw BenchArgumentError("\(text): h2 not supported yet (HTTP/1.1 only: use http:// or https://)")
+            throw BenchArgumentError("\(text): for HTTP/2 use http:// with --h2c or https:// with --h2")
         } else {
             throw BenchArgumentError("\(text): the URL must start with http:// or https://")
         }
@@ -94,9 +94,22 @@ public enum DurationText {
     }
 }
 
+/// What the connections speak.
+public enum BenchProtocol: Sendable, Equatable {
+    /// HTTP/1.1 keep-alive (over TLS with an https:// URL).
+    case http1
+    /// HTTP/2 over cleartext with prior knowledge (`--h2c`, http:// URL).
+    case h2c
+    /// HTTP/2 over TLS, negotiated by ALPN (`--h2`, https:// URL).
+    case h2
+
+    public var isHTTP2: Bool { self != .http1 }
+}
+
 /// The validated run: everything the engine needs, immutable and shared by the threads.
 public struct BenchOptions: Sendable {
     public var url: TargetURL
+    public var protocolVersion: BenchProtocol
     public var threads: Int
     public var connections: Int
     /// Measured run length; nil with `requests`.
@@ -108,6 +121,8 @@ public struct BenchOptions: Sendable {
     public var rate: Double?
     public var timeoutNanos: Int64
     public var pipeline: Int
+    /// HTTP/2: concurrent streams per connection (`-m`); 1 with HTTP/1.1.
+    public var streams: Int
     public var method: String
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
@@ -116,16 +131,38 @@ public struct BenchOptions: Sendable {
 
     public static let defaultDurationNanos: Int64 = 10_000_000_000
     public static let maximumPipeline = 1024
+    public static let maximumStreams = 4096
 
     /// Checks and combines the raw command-line values.
     public static func validate(url: String, threads: Int?, connections: Int, duration: String?, requests: Int?,
                                 warmup: String?, rate: Double?, timeout: String, pipeline: Int, streams: Int?,
+                                h2c: Bool = false, h2: Bool = false,
                                 method: String, headers: [String], body: [UInt8]?,
                                 insecure: Bool, json: Bool) throws(BenchArgumentError) -> BenchOptions {
-        if streams != nil {
-            throw BenchArgumentError("-m/--streams: h2 not supported yet (outrider-bench speaks HTTP/1.1 for now)")
-        }
         let target = try TargetURL.parse(url)
+        if h2c && h2 { throw BenchArgumentError("--h2c and --h2 exclude each other") }
+        let protocolVersion: BenchProtocol = h2c ? .h2c : h2 ? .h2 : .http1
+        switch protocolVersion {
+        case .http1:
+            if streams != nil {
+                throw BenchArgumentError("-m/--streams is for HTTP/2: add --h2c (http:// URL) or --h2 (https:// URL)")
+            }
+        case .h2c:
+            guard !target.isTLS else {
+                throw BenchArgumentError("--h2c is HTTP/2 over cleartext: give an http:// URL (--h2 for https://)")
+            }
+        case .h2:
+            guard target.isTLS else {
+                throw BenchArgumentError("--h2 is HTTP/2 over TLS: give an https:// URL (--h2c for http://)")
+            }
+        }
+        if protocolVersion.isHTTP2 && pipeline != 1 {
+            throw BenchArgumentError("--pipeline is HTTP/1.1 pipelining; with --h2c/--h2 use -m/--streams")
+        }
+        let streamCount = streams ?? 1
+        guard streamCount >= 1, streamCount <= maximumStreams else {
+            throw BenchArgumentError("-m/--streams must be between 1 and \(maximumStreams) (got \(streamCount))")
+        }
         guard connections >= 1 else { throw BenchArgumentError("-c/--connections must be at least 1 (got \(connections))") }
         guard connections <= 1_000_000 else { throw BenchArgumentError("-c/--connections: \(connections) is too many") }
         let threadCount: Int
@@ -189,21 +226,34 @@ public struct BenchOptions: Sendable {
             if lower == "content-length" && body != nil {
                 throw BenchArgumentError("-H/--header: Content-Length is set from --body/--body-file; do not give it as well")
             }
+            if protocolVersion.isHTTP2 && http2ForbiddenHeaders.contains(lower) {
+                // RFC 9113 §8.2.2: connection-specific fields make the request malformed.
+                throw BenchArgumentError("-H/--header: \(name) is a connection-specific header, not allowed in HTTP/2")
+            }
+            if protocolVersion.isHTTP2 && lower == "te" && value.lowercased() != "trailers" {
+                throw BenchArgumentError("-H/--header: in HTTP/2, TE may only be 'trailers'")
+            }
             parsedHeaders.append((name, value.trimmingTrailingWhitespace()))
         }
-        return BenchOptions(url: target, threads: threadCount, connections: connections, durationNanos: durationNanos,
-                            requests: requests, warmupNanos: warmupNanos, rate: rate, timeoutNanos: timeoutNanos,
-                            pipeline: pipeline, method: method, headers: parsedHeaders, body: body ?? [],
-                            hasBody: body != nil, insecure: insecure, json: json)
+        return BenchOptions(url: target, protocolVersion: protocolVersion, threads: threadCount, connections: connections,
+                            durationNanos: durationNanos, requests: requests, warmupNanos: warmupNanos, rate: rate,
+                            timeoutNanos: timeoutNanos, pipeline: pipeline, streams: streamCount, method: method,
+                            headers: parsedHeaders, body: body ?? [], hasBody: body != nil, insecure: insecure, json: json)
     }
+
+    /// Header fields RFC 9113 §8.2.2 forbids in HTTP/2 (lower case).
+    static let http2ForbiddenHeaders: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
 
     /// Whether a body (possibly empty) was given: Content-Length is sent then.
     public var hasBody: Bool
 
-    public init(url: TargetURL, threads: Int, connections: Int, durationNanos: Int64?, requests: Int?, warmupNanos: Int64,
-                rate: Double?, timeoutNanos: Int64, pipeline: Int, method: String, headers: [(name: String, value: String)],
-                body: [UInt8], hasBody: Bool, insecure: Bool, json: Bool) {
+    public init(url: TargetURL, protocolVersion: BenchProtocol = .http1, threads: Int, connections: Int, durationNanos: Int64?,
+                requests: Int?, warmupNanos: Int64, rate: Double?, timeoutNanos: Int64, pipeline: Int, streams: Int = 1,
+                method: String, headers: [(name: String, value: String)], body: [UInt8], hasBody: Bool, insecure: Bool,
+                json: Bool) {
         self.url = url
+        self.protocolVersion = protocolVersion
+        self.streams = streams
         self.threads = threads
         self.connections = connections
         self.durationNanos = durationNanos
@@ -221,6 +271,9 @@ public struct BenchOptions: Sendable {
     }
 
     public var isHead: Bool { method == "HEAD" }
+
+    /// Requests one connection keeps in flight: the pipeline depth (HTTP/1.1) or the streams (HTTP/2).
+    public var requestsPerConnection: Int { protocolVersion.isHTTP2 ? streams : pipeline }
 
     /// Connections of thread `index`: the remainder goes to the first threads.
     public func connections(ofThread index: Int) -> Int {
@@ -252,6 +305,22 @@ public struct BenchOptions: Sendable {
         if hasBody { text += "Content-Length: \(body.count)\r\n" }
         text += "\r\n"
         return Array(text.utf8) + body
+    }
+
+    /// The HTTP/2 request head, built once: the pseudo-headers (`:authority` from a Host header
+    /// when one is given, else from the URL), then the headers given (names lower-cased, Host
+    /// dropped), then content-length when a body is sent.
+    public func http2HeaderFields() -> [(name: String, value: String)] {
+        let host = headers.first { $0.name.lowercased() == "host" }?.value
+        var fields: [(name: String, value: String)] = [
+            (":method", method), (":scheme", url.isTLS ? "https" : "http"), (":authority", host ?? url.authority),
+            (":path", url.target),
+        ]
+        for header in headers where header.name.lowercased() != "host" {
+            fields.append((header.name.lowercased(), header.value))
+        }
+        if hasBody { fields.append(("content-length", String(body.count))) }
+        return fields
     }
 }
 

@@ -1,8 +1,9 @@
 import Histogram
 
-/// Socket errors by kind (SPEC §11 `errors`). `protocol` = an answer that is not HTTP/1.x.
+/// Socket errors by kind (SPEC §11 `errors`). `protocol` = an answer that is not HTTP/1.x (or
+/// an HTTP/2 protocol violation); `reset` = an HTTP/2 stream the target reset or refused.
 public enum ErrorKind: Int, CaseIterable, Sendable {
-    case connect = 0, read, write, timeout, `protocol`
+    case connect = 0, read, write, timeout, `protocol`, reset
 
     public var name: String {
         switch self {
@@ -11,6 +12,7 @@ public enum ErrorKind: Int, CaseIterable, Sendable {
         case .write: return "write"
         case .timeout: return "timeout"
         case .protocol: return "protocol"
+        case .reset: return "reset"
         }
     }
 }

@@ -24,7 +24,8 @@ public enum BenchRunner {
         var tlsContext: TLSClientContext? = nil
         if url.isTLS {
             do {
-                tlsContext = try TLSClientContext(caPath: nil, verify: !options.insecure, alpn: ["http/1.1"], keepsBuffers: true)
+                let alpn = options.protocolVersion == .h2 ? ["h2"] : ["http/1.1"]
+                tlsContext = try TLSClientContext(caPath: nil, verify: !options.insecure, alpn: alpn, keepsBuffers: true)
             } catch {
                 printError("outrider-bench: TLS: \(error)")
                 return 2
@@ -107,9 +108,15 @@ public enum BenchRunner {
 
     static func header(_ options: BenchOptions) -> String {
         let scheme = options.url.isTLS ? "https" : "http"
-        var text = "outrider-bench \(options.method) \(scheme)://\(options.url.authority)\(options.url.target)\n"
+        var text = "outrider-bench \(options.method) \(scheme)://\(options.url.authority)\(options.url.target)"
+        switch options.protocolVersion {
+        case .http1: text += "\n"
+        case .h2c: text += " (HTTP/2, h2c prior knowledge)\n"
+        case .h2: text += " (HTTP/2 over TLS)\n"
+        }
         text += "  \(options.threads) thread\(options.threads == 1 ? "" : "s"), \(options.connections) connection\(options.connections == 1 ? "" : "s")"
         if options.pipeline > 1 { text += ", pipeline \(options.pipeline)" }
+        if options.protocolVersion.isHTTP2 { text += ", \(options.streams) stream\(options.streams == 1 ? "" : "s") each" }
         if let rate = options.rate {
             text += ", open loop at \(fixed(rate, rate == rate.rounded() ? 0 : 1)) req/s (latency from the intended send time)"
         } else {

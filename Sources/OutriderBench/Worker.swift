@@ -1,6 +1,7 @@
 import CAtomics
 import Glibc
 import OutriderCore
+import OutriderHTTP2
 import OutriderPosix
 import OutriderTLS
 
@@ -55,13 +56,21 @@ public final class BenchWorker: @unchecked Sendable {
     let cells: UnsafeMutablePointer<UInt64>
 
     var connections: [BenchConnection] = []
+    /// HTTP/1.1: the request as it goes on the wire; HTTP/2: the request body.
     let request: UnsafeMutablePointer<UInt8>
     let requestLength: Int
     let iovecs: UnsafeMutablePointer<iovec>
     let cipherScratch: ByteBuffer
-    /// Where the middle of large cleartext bodies is read and dropped.
+    /// HTTP/1.1: where the middle of large cleartext bodies is read and dropped. HTTP/2: where
+    /// frames are read (or decrypted) before the session takes them, and, over TLS, where the
+    /// session's frames wait to be encrypted.
     let bodyScratch: ByteBuffer
+    let frameOutScratch: ByteBuffer
     let isHead: Bool
+
+    /// HTTP/2: the request head, built once and submitted for every request (nghttp2 copies it).
+    let http2Headers: HTTP2HeaderBlock
+    let http2Configuration: HTTP2Configuration
 
     /// Requests this thread may still send after the warmup (`-n`); Int.max without it.
     var budget: Int
@@ -87,14 +96,42 @@ public final class BenchWorker: @unchecked Sendable {
         self.index = index
         self.cells = cells
         loop = try EventLoop()
-        requestLength = plan.request.count
-        let requestBytes = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, plan.request.count))
-        plan.request.withUnsafeBufferPointer { requestBytes.update(from: $0.baseAddress!, count: $0.count) }
+        let options = plan.options
+        let isHTTP2 = options.protocolVersion.isHTTP2
+        let wire = isHTTP2 ? options.body : plan.request
+        requestLength = wire.count
+        let requestBytes = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, wire.count))
+        wire.withUnsafeBufferPointer { if $0.count > 0 { requestBytes.update(from: $0.baseAddress!, count: $0.count) } }
         request = requestBytes
         iovecs = .allocate(capacity: Self.iovecCapacity)
         cipherScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 1 : 64 * 1024)
-        bodyScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 256 * 1024 : 1)
-        isHead = plan.options.isHead
+        if isHTTP2 {
+            bodyScratch = ByteBuffer(capacity: 64 * 1024)
+            frameOutScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 1 : 16 * 1024)
+        } else {
+            bodyScratch = ByteBuffer(capacity: plan.tlsContext == nil ? 256 * 1024 : 1)
+            frameOutScratch = ByteBuffer(capacity: 1)
+        }
+        isHead = options.isHead
+        let headerBlock = HTTP2HeaderBlock(entryCapacity: isHTTP2 ? options.headers.count + 5 : 1,
+                                           storageCapacity: isHTTP2 ? 256 : 16)
+        if isHTTP2 {
+            for field in options.http2HeaderFields() {
+                let name = Array(field.name.utf8), value = Array(field.value.utf8)
+                name.withUnsafeBufferPointer { name in
+                    value.withUnsafeBufferPointer { value in headerBlock.append(name: name, value: value) }
+                }
+            }
+        }
+        http2Headers = headerBlock
+        var configuration = HTTP2Configuration()
+        // Windows as large as h2load's defaults (2^30 - 1): received DATA is consumed at once,
+        // so the windows only decide how many WINDOW_UPDATEs go out.
+        configuration.initialWindowSize = (1 << 30) - 1
+        configuration.connectionWindowSize = (1 << 30) - 1
+        // Stream objects for every stream in flight are reused: none is made per request.
+        configuration.streamPoolLimit = max(configuration.streamPoolLimit, options.streams)
+        http2Configuration = configuration
         let ownBudget = plan.options.requestBudget(ofThread: index)
         budget = ownBudget ?? Int.max
         budgetLimited = ownBudget != nil
@@ -102,7 +139,11 @@ public final class BenchWorker: @unchecked Sendable {
         heap = TimerHeap(capacity: count + 1)
         let first = plan.options.firstConnection(ofThread: index)
         for local in 0..<count {
-            connections.append(BenchConnection(worker: self, localIndex: local, globalIndex: first + local))
+            if isHTTP2 {
+                connections.append(HTTP2Connection(worker: self, localIndex: local, globalIndex: first + local))
+            } else {
+                connections.append(HTTP1Connection(worker: self, localIndex: local, globalIndex: first + local))
+            }
         }
         timerHandler = try TimerHandler(worker: self)
     }

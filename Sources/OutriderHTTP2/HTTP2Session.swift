@@ -45,7 +45,7 @@ public final class HTTP2Session {
 
     private var streams: [Int32: HTTP2Stream] = [:]
     private var streamPool: [HTTP2Stream] = []
-    private let streamPoolLimit = 64
+    private var streamPoolLimit: Int { configuration.streamPoolLimit }
 
     /// The header block being received (HEADERS + CONTINUATIONs are contiguous on the wire, so
     /// one per session is enough).
@@ -69,7 +69,7 @@ public final class HTTP2Session {
         self.configuration = configuration
         self.resetTokens = Double(configuration.resetBurst)
         streams.reserveCapacity(Int(min(configuration.maxConcurrentStreams, 1024)) * 2)
-        streamPool.reserveCapacity(streamPoolLimit)
+        streamPool.reserveCapacity(max(0, configuration.streamPoolLimit))
 
         var options: OpaquePointer?
         guard nghttp2_option_new(&options) == 0, let options else {
@@ -369,6 +369,9 @@ public final class HTTP2Session {
     public var acceptsNewStreams: Bool {
         failure == nil && !isUnusable && nghttp2_session_check_request_allowed(session) != 0
     }
+
+    /// Stream objects waiting for reuse (tests).
+    var pooledStreamCount: Int { streamPool.count }
 
     /// Bytes buffered for sending on a stream, not yet taken by nghttp2.
     public func bufferedSendBytes(stream: Int32) -> Int { streams[stream]?.bufferedCount ?? 0 }

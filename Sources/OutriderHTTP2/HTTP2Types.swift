@@ -75,6 +75,10 @@ public struct HTTP2Configuration: Sendable {
     /// Bytes buffered per stream for sending before `submitData` says to stop writing; the
     /// delegate hears `streamWindowOpened` once the buffer drains to half of it.
     public var streamSendBufferHighWater: Int = 64 * 1024
+    /// Closed streams' bookkeeping objects kept for reuse: opening a stream allocates nothing
+    /// while no more than this many close between two opens. A client keeping N streams in
+    /// flight (a load generator's `-m`) sets it to N.
+    public var streamPoolLimit: Int = 64
 
     public init() {}
 }

@@ -133,7 +133,11 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         closingAfterFlush = true
         readable = false
         pumpOutput()
-        if pendingOutput == 0 && !flushQueued { close() }
+        if pendingOutput > 0 {
+            worker.queueFlush(self)
+        } else if !flushQueued {
+            close()
+        }
     }
 
     private var routing: WorkerRouting { listener?.routing ?? worker.routing }
@@ -217,14 +221,12 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             releaseOutputIfEmpty()
             // nghttp2 ends some sessions on its own (a protocol error, too many SETTINGS
             // entries): known once its GOAWAY went out.
+            if count > 0 { worker.queueFlush(self) }
             if let failure = session.failure, !failureCounted {
                 fail(failure)
                 return
             }
-            if count > 0 {
-                worker.queueFlush(self)
-                return
-            }
+            if count > 0 { return }
         }
         closeIfFinished()
     }

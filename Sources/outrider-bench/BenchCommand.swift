@@ -5,7 +5,7 @@ import OutriderPosix
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "outrider-bench",
-        abstract: "An HTTP/1.1 load generator: closed loop, or open loop at a constant rate with latencies corrected for coordinated omission.",
+        abstract: "An HTTP/1.1 and HTTP/2 load generator: closed loop, or open loop at a constant rate with latencies corrected for coordinated omission.",
         discussion: """
             Exit status: 0 when the run completed, 1 on bad arguments, 2 when no connection to the target could be made.
             Durations: 500ms, 2s, 1.5s, 1m (a bare number is seconds).
@@ -28,8 +28,12 @@ struct BenchCommand: ParsableCommand {
     var timeout: String = "5s"
     @Option(name: .customLong("pipeline"), help: "Requests kept in flight per connection (HTTP/1.1 pipelining).")
     var pipeline: Int = 1
-    @Option(name: [.customShort("m", allowingJoined: true), .customLong("streams")], help: "Concurrent streams per connection (h2: not supported yet).")
+    @Option(name: [.customShort("m", allowingJoined: true), .customLong("streams")], help: "HTTP/2: concurrent streams per connection (default 1).")
     var streams: Int?
+    @Flag(name: .customLong("h2c"), help: "HTTP/2 over cleartext with prior knowledge (http:// URL).")
+    var h2c = false
+    @Flag(name: .customLong("h2"), help: "HTTP/2 over TLS, negotiated by ALPN (https:// URL).")
+    var h2 = false
     @Option(name: [.customShort("X", allowingJoined: true), .customLong("method")], help: "Request method.")
     var method: String = "GET"
     @Option(name: [.customShort("H", allowingJoined: true), .customLong("header")], help: "A request header, 'Name: value' (repeatable).")
@@ -58,8 +62,8 @@ struct BenchCommand: ParsableCommand {
         do {
             return try BenchOptions.validate(
                 url: url, threads: threads, connections: connections, duration: duration, requests: requests,
-                warmup: warmup, rate: rate, timeout: timeout, pipeline: pipeline, streams: streams, method: method,
-                headers: header, body: bodyBytes, insecure: insecure, json: json)
+                warmup: warmup, rate: rate, timeout: timeout, pipeline: pipeline, streams: streams, h2c: h2c, h2: h2,
+                method: method, headers: header, body: bodyBytes, insecure: insecure, json: json)
         } catch {
             throw ValidationError(error.description)
         }

@@ -5,12 +5,12 @@ import Testing
 struct OptionsTests {
     func validate(url: String = "http://127.0.0.1:8080/", threads: Int? = nil, connections: Int = 10,
                   duration: String? = nil, requests: Int? = nil, warmup: String? = nil, rate: Double? = nil,
-                  timeout: String = "5s", pipeline: Int = 1, streams: Int? = nil, method: String = "GET",
-                  headers: [String] = [], body: [UInt8]? = nil) throws(BenchArgumentError) -> BenchOptions {
+                  timeout: String = "5s", pipeline: Int = 1, streams: Int? = nil, h2c: Bool = false, h2: Bool = false,
+                  method: String = "GET", headers: [String] = [], body: [UInt8]? = nil) throws(BenchArgumentError) -> BenchOptions {
         try BenchOptions.validate(url: url, threads: threads, connections: connections, duration: duration,
                                   requests: requests, warmup: warmup, rate: rate, timeout: timeout, pipeline: pipeline,
-                                  streams: streams, method: method, headers: headers, body: body, insecure: false,
-                                  json: false)
+                                  streams: streams, h2c: h2c, h2: h2, method: method, headers: headers, body: body,
+                                  insecure: false, json: false)
     }
 
     @Test func urls() throws {
@@ -67,7 +67,16 @@ struct OptionsTests {
             ("infinite rate", { () throws(BenchArgumentError) in try validate(rate: .infinity) }),
             ("bad timeout", { () throws(BenchArgumentError) in try validate(timeout: "0ms") }),
             ("pipeline 0", { () throws(BenchArgumentError) in try validate(pipeline: 0) }),
-            ("h2 streams", { () throws(BenchArgumentError) in try validate(streams: 10) }),
+            ("streams without HTTP/2", { () throws(BenchArgumentError) in try validate(streams: 10) }),
+            ("h2c and h2", { () throws(BenchArgumentError) in try validate(h2c: true, h2: true) }),
+            ("h2c over https", { () throws(BenchArgumentError) in try validate(url: "https://h/", h2c: true) }),
+            ("h2 over http", { () throws(BenchArgumentError) in try validate(url: "http://h/", h2: true) }),
+            ("zero streams", { () throws(BenchArgumentError) in try validate(streams: 0, h2c: true) }),
+            ("too many streams", { () throws(BenchArgumentError) in try validate(streams: 5000, h2c: true) }),
+            ("pipeline with h2c", { () throws(BenchArgumentError) in try validate(pipeline: 2, h2c: true) }),
+            ("connection header in h2", { () throws(BenchArgumentError) in try validate(h2c: true, headers: ["Connection: close"]) }),
+            ("upgrade header in h2", { () throws(BenchArgumentError) in try validate(h2c: true, headers: ["Upgrade: x"]) }),
+            ("TE gzip in h2", { () throws(BenchArgumentError) in try validate(h2c: true, headers: ["TE: gzip"]) }),
             ("bad method", { () throws(BenchArgumentError) in try validate(method: "GE T") }),
             ("header without colon", { () throws(BenchArgumentError) in try validate(headers: ["NoColon"]) }),
             ("header bad name", { () throws(BenchArgumentError) in try validate(headers: ["Bad Name: x"]) }),
@@ -81,8 +90,32 @@ struct OptionsTests {
         do {
             _ = try validate(streams: 4)
         } catch {
-            #expect(error.description.contains("h2 not supported yet"))
+            #expect(error.description.contains("--h2c") && error.description.contains("--h2"))
         }
+    }
+
+    @Test func http2Choices() throws {
+        let plain = try validate()
+        #expect(plain.protocolVersion == .http1 && plain.streams == 1 && plain.requestsPerConnection == 1)
+        let h2c = try validate(streams: 10, h2c: true)
+        #expect(h2c.protocolVersion == .h2c && h2c.streams == 10 && h2c.requestsPerConnection == 10)
+        #expect(try validate(h2c: true).streams == 1)
+        let h2 = try validate(url: "https://h:8443/", streams: 100, h2: true)
+        #expect(h2.protocolVersion == .h2 && h2.streams == 100)
+        // Connection-specific headers are fine in HTTP/1.1, and TE: trailers in HTTP/2.
+        _ = try validate(headers: ["Connection: close"])
+        _ = try validate(h2c: true, headers: ["TE: trailers"])
+    }
+
+    @Test func http2HeaderFields() throws {
+        func text(_ options: BenchOptions) -> [String] { options.http2HeaderFields().map { "\($0.name): \($0.value)" } }
+        let get = try validate(url: "http://example.com:8080/p?q=1", h2c: true, headers: ["X-A: 1", "Accept:  */*  "])
+        #expect(text(get) == [":method: GET", ":scheme: http", ":authority: example.com:8080", ":path: /p?q=1",
+                              "x-a: 1", "accept: */*"])
+        let post = try validate(url: "https://h/", h2: true, method: "POST", headers: ["Host: other", "X-B: 2"],
+                                body: Array("abc".utf8))
+        #expect(text(post) == [":method: POST", ":scheme: https", ":authority: other", ":path: /", "x-b: 2",
+                               "content-length: 3"])
     }
 
     @Test func serializedRequest() throws {

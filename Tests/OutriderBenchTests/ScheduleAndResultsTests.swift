@@ -49,6 +49,7 @@ struct ResultsTests {
         for _ in 0..<2 { second.record(latencyNanos: 500_000_000, status: 200) }    // 500 ms
         first.errors[ErrorKind.timeout.rawValue] = 2
         second.errors[ErrorKind.read.rawValue] = 3
+        second.errors[ErrorKind.reset.rawValue] = 4
         first.bytes = 1000
         second.bytes = 24
         let summary = Summary.merge([first, second], durationNanos: 2_000_000_000)
@@ -56,8 +57,8 @@ struct ResultsTests {
         #expect(summary.histogram.totalCount == 1000)
         #expect(summary.status.map(\.code) == [200, 503])
         #expect(summary.status.map(\.count) == [902, 98])
-        #expect(summary.errors.map(\.kind.name) == ["connect", "read", "write", "timeout", "protocol"])
-        #expect(summary.errors.map(\.count) == [0, 3, 0, 2, 0])
+        #expect(summary.errors.map(\.kind.name) == ["connect", "read", "write", "timeout", "protocol", "reset"])
+        #expect(summary.errors.map(\.count) == [0, 3, 0, 2, 0, 4])
         #expect(summary.requestsPerSecond == 500)
         #expect(summary.bytesPerSecond == 512)
         let latency = summary.latencyMilliseconds
@@ -82,7 +83,7 @@ struct ResultsTests {
         stats.record(latencyNanos: 2_500_000, status: 200)
         let json = Summary.merge([stats], durationNanos: 1_000_000_000).json()
         for key in ["\"requests\": 1", "\"duration_s\": 1.000000", "\"rps\": 1.00", "\"bytes_per_s\": 0.0",
-                    "\"status\": {\"200\": 1}", "\"errors\": {\"connect\": 0, \"read\": 0, \"write\": 0, \"timeout\": 0, \"protocol\": 0}",
+                    "\"status\": {\"200\": 1}", "\"errors\": {\"connect\": 0, \"read\": 0, \"write\": 0, \"timeout\": 0, \"protocol\": 0, \"reset\": 0}",
                     "\"latency_ms\": {\"p50\": 2.", "\"p90\"", "\"p99\"", "\"p999\"", "\"max\"", "\"mean\""] {
             #expect(json.contains(key), "\(key) in \(json)")
         }

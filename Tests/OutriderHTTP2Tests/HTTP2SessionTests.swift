@@ -105,6 +105,37 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
     }
 }
 
+@Suite struct StreamPoolTests {
+    /// Opens `count` streams on `client`, answers them all at once, and returns once all closed.
+    private func roundTrip(_ count: Int, _ client: HTTP2Session, _ server: HTTP2Session, _ serverEvents: Recorder) throws {
+        serverEvents.onHeaders = nil
+        serverEvents.heads = [:]
+        var streams: [Int32] = []
+        for _ in 0..<count { streams.append(try client.submitRequest(headers: getRequest(), endStream: true)) }
+        pump(client, server)
+        for stream in streams {
+            try server.submitResponse(stream: stream, headers: block([(":status", "200")]), endStream: true)
+        }
+        pump(client, server)
+        #expect(client.openStreamCount == 0 && server.openStreamCount == 0)
+    }
+
+    @Test func closedStreamsArePooledUpToTheLimit() throws {
+        let (client, server, _, serverEvents) = try makePair()
+        try roundTrip(100, client, server, serverEvents)
+        #expect(client.pooledStreamCount == 64, "the default keeps 64")
+
+        var clientConfiguration = HTTP2Configuration()
+        clientConfiguration.streamPoolLimit = 100
+        let (bigClient, bigServer, _, bigServerEvents) = try makePair(client: clientConfiguration)
+        try roundTrip(100, bigClient, bigServer, bigServerEvents)
+        #expect(bigClient.pooledStreamCount == 100)
+        // The next hundred streams reuse them all: the pool empties while they are open.
+        let reused = try (0..<100).map { _ in try bigClient.submitRequest(headers: getRequest(), endStream: true) }
+        #expect(reused.count == 100 && bigClient.pooledStreamCount == 0)
+    }
+}
+
 @Suite struct FlowControlTests {
     @Test func megabyteUploadIsPacedByConsume() throws {
         var serverConfiguration = HTTP2Configuration()
