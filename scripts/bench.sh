@@ -6,7 +6,7 @@
 #
 # 1. ../shared/bench/peers.sh with Outrider as its "project" row (Benchmarks/peers-sidecar.yaml):
 #    (a) keep-alive small GET, (b) new connection per request, (c) 1 MiB responses,
-#    (d) h2c (Outrider: n/a, no HTTP/2 yet), (e) bytes per idle keep-alive connection.
+#    (d) h2c with h2load -c10 -m10, (e) bytes per idle keep-alive connection.
 #    Arguments are passed to peers.sh as they are; --duration, --runs and --no-pin also apply
 #    to steps 2 and 3.
 # 2. TLS (scripts/bench-tls.sh; TLS_CASE=0 skips it): Outrider vs nginx terminating TLS with

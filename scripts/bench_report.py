@@ -227,8 +227,8 @@ def peers_metrics(rows, peers_present):
     simple(c, "MB/s", "higher", 9, "(c) 1 MiB MB/s")
     simple(c, "proxy CPU µs/MB", "lower", 11, "(c) 1 MiB CPU/MB")
     d = "(d) h2c, prior knowledge (h2load -t1 -c10 -m10)"
-    simple(d, "req/s", "higher", 12, "(d) h2c req/s", outrider_na="n/a (no HTTP/2 yet)")
-    simple(d, "proxy CPU µs/req", "lower", 14, None, outrider_na="n/a (no HTTP/2 yet)")
+    simple(d, "req/s", "higher", 12, "(d) h2c req/s")
+    simple(d, "proxy CPU µs/req", "lower", 14, "(d) h2c CPU/req")
     e = "(e) idle keep-alive connections"
     simple(e, "bytes per idle connection", "lower", 15, "(e) bytes/idle conn")
     simple(e, "RSS before, MiB", "lower", 16, None)
