@@ -43,6 +43,9 @@ final class DownstreamConnection: SocketConnection {
     /// cleartext listener offering h2c, or ALPN h2 on TLS.
     private var http2Candidate = false
     private var alpnH2 = false
+    /// A TLS keep-alive connection went idle: one second later its TLS buffers are given back
+    /// (the idle deadline then runs on).
+    private var idleShrinkDue = false
     private var phase: Phase = .closed
     private var requestsServed = 0
 
@@ -186,6 +189,7 @@ final class DownstreamConnection: SocketConnection {
         readable = false
         writable = false
         clientIdentity = nil
+        idleShrinkDue = false
         isVirtual = false
         isHTTP2 = false
         alpnH2 = false
@@ -229,6 +233,7 @@ final class DownstreamConnection: SocketConnection {
         writable = true
         isVirtual = true
         isHTTP2 = true
+        idleShrinkDue = false
         http2Candidate = false
         alpnH2 = false
         self.viaTLS = viaTLS
@@ -307,9 +312,19 @@ final class DownstreamConnection: SocketConnection {
         if readable { processInput() }
     }
 
+    private static let idleShrinkDelay: Int64 = 1_000_000_000
+
     override func deadlineReached(now: Int64) {
         switch phase {
         case .waitingHead:
+            if idleShrinkDue {
+                idleShrinkDue = false
+                if !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0), let listenerRuntime = listener?.listener {
+                    tls?.releaseIdleMemory()
+                    worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout - Self.idleShrinkDelay)
+                    return
+                }
+            }
             if parser.isInProgress, let buffer = inBuffer, parser.hasPartialHead(buffer) {
                 startExchangeForLocalReply()
                 sendLocalReply(.headerTimeout, close: true)
@@ -1507,7 +1522,12 @@ final class DownstreamConnection: SocketConnection {
         switch phase {
         case .waitingHead:
             if requestsServed > 0 && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0) {
-                worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout)
+                if tls != nil && listenerRuntime.idleTimeout > 2 * Self.idleShrinkDelay {
+                    idleShrinkDue = true
+                    worker.loop.setDeadline(self, now + Self.idleShrinkDelay)
+                } else {
+                    worker.loop.setDeadline(self, now + listenerRuntime.idleTimeout)
+                }
             } else {
                 worker.loop.setDeadline(self, headStartedAt + listenerRuntime.headerReadTimeout)
             }

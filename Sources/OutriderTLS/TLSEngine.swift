@@ -298,6 +298,21 @@ public final class TLSEngine {
 
     // MARK: Idle memory
 
+    /// The connection went idle (a keep-alive gap): gives back the memory BIOs' buffers, of
+    /// any size, and OpenSSL's record buffers. Not on every request: a fresh BIO is a malloc.
+    public func releaseIdleMemory() {
+        guard !keepsBuffers, handshakeState == .complete, !readFailed else { return }
+        if BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > 0, let fresh = BIO_new(BIO_s_mem()) {
+            SSL_set0_rbio(ssl, fresh)
+            readBIO = fresh
+        }
+        if BIO_ctrl_pending(writeBIO) == 0, coutrider_bio_mem_capacity(writeBIO) > 0, let fresh = BIO_new(BIO_s_mem()) {
+            SSL_set0_wbio(ssl, fresh)
+            writeBIO = fresh
+        }
+        if Self.freeingIdleBuffersIsSafe, BIO_ctrl_pending(readBIO) == 0 { _ = SSL_free_buffers(ssl) }
+    }
+
     /// Replaces an empty read BIO whose buffer grew past `retainedBufferLimit`.
     private func releaseDrainedInputBuffer() {
         // Emptiness first: asking a memory BIO for its buffer first moves the unread bytes to

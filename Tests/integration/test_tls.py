@@ -581,6 +581,29 @@ def test_python_client_offering_h2_and_http11_gets_http11(tls_proxy, pki):
         assert c.read_response().status == 200
 
 
+def test_keepalive_connection_keeps_working_after_its_idle_buffers_are_released(tls_proxy, upstream, pki):
+    """One second into a keep-alive gap the proxy gives back the connection's TLS buffers (the
+    memory BIOs are replaced): the same connection must go on, for small and large answers,
+    and for a request arriving in pieces across the release."""
+    with TLSConn(tls_proxy.port, client_ctx(pki)) as c:
+        for round_ in range(3):
+            c.request("GET", f"/idle-shrink/{round_}", host="localhost")
+            r = c.read_response()
+            assert r.status == 200, r
+            time.sleep(1.4)
+        c.request("POST", "/echo", host="localhost", body=b"x" * 300_000)
+        r = c.read_response()
+        assert r.status == 200 and len(r.body) > 0, r
+        time.sleep(1.4)
+        c.sock.sendall(b"GET /idle-shrink/split HTTP/1.1\r\nHo")
+        time.sleep(1.2)
+        c.sock.sendall(b"st: localhost\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200, r
+    assert [rec.target for rec in upstream.records if rec.target.startswith("/idle-shrink/")] == \
+        ["/idle-shrink/0", "/idle-shrink/1", "/idle-shrink/2", "/idle-shrink/split"]
+
+
 def test_tls_listener_offering_h2_prefers_it(proxy_factory, upstream, pki):
     listener = tls_listener(pki)
     listener["protocols"] = ["http1", "h2"]
