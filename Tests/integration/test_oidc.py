@@ -202,3 +202,560 @@ def test_harness_provider_alone(provider):
     assert [e[2] for e in provider.token_events()] == ["client_secret_basic", "client_secret_basic",
                                                         "client_secret_basic", "client_secret_post",
                                                         "client_secret_basic", "client_secret_basic"]
+
+
+# --------------------------------------------------------------------------------------------
+# Login
+
+
+def test_login_redirects_to_the_provider_and_back(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    page, hops = b.get(env.base + "/app/page?x=1&y=two")
+    first = hops[0][1]
+    assert first.status_code == 302
+    assert "x-outrider-error" not in first.headers
+    assert first.headers["cache-control"] == "no-store"
+    loc = urlparse(first.headers["location"])
+    assert f"{loc.scheme}://{loc.netloc}{loc.path}" == provider.issuer + "/authorize"
+    q = parse_qs(loc.query)
+    assert q["response_type"] == ["code"] and q["client_id"] == [CLIENT_ID]
+    assert q["redirect_uri"] == [env.redirect_url]
+    assert q["scope"] == ["openid email profile"]
+    assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) == 43
+    assert len(q["state"][0]) >= 43 and len(q["nonce"][0]) >= 43 and q["state"] != q["nonce"]
+    csrf = [c for c in set_cookie_lines(first) if c.startswith("_oauth2_proxy_csrf=")]
+    assert len(csrf) == 1
+    attrs = [a.strip().lower() for a in csrf[0].split(";")[1:]]
+    assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs and "max-age=900" in attrs
+    assert "secure" not in attrs, "plain HTTP on loopback: no Secure (SPEC §4)"
+    # The state and the PKCE verifier are not readable from the cookie.
+    assert q["state"][0] not in csrf[0] and q["nonce"][0] not in csrf[0]
+    assert page.status_code == 200 and "Sign in" in page.text
+
+    final, back = b.submit_login(page, "alice", "alice-pw")
+    statuses = [r.status_code for _, r in back]
+    assert statuses == [302, 302, 200], [(u, r.status_code) for u, r in back]
+    callback = back[1][1]
+    assert urlparse(back[1][0]).path == "/oauth2/callback"
+    assert callback.headers["location"] == "/app/page?x=1&y=two"
+    cookies = set_cookie_lines(callback)
+    session = [c for c in cookies if c.startswith("_oauth2_proxy=")]
+    assert len(session) == 1
+    attrs = [a.strip().lower() for a in session[0].split(";")[1:]]
+    assert "httponly" in attrs and "samesite=lax" in attrs and "path=/" in attrs
+    assert f"max-age={168 * 3600}" in attrs
+    assert any(c.startswith("_oauth2_proxy_csrf=;") and "Max-Age=0" in c for c in cookies), cookies
+    # The app saw who it is, and not the session cookie.
+    assert final.status_code == 200
+    saw = app_saw(final)
+    assert saw["x-auth-request-user"] == "alice@example.com"
+    assert saw["x-auth-request-email"] == "alice@example.com"
+    assert saw["x-auth-request-groups"] == "dev,ops"
+    assert saw["x-auth-request-preferred-username"] == "alice"
+    assert "_oauth2_proxy" not in saw.get("cookie", "")
+    assert "authorization" not in saw and "x-auth-request-access-token" not in saw
+    assert [e[1:] for e in provider.token_events()] == [("authorization_code", "client_secret_basic")]
+    b.close()
+
+
+def test_session_is_reused_without_the_provider(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    final, _ = b.login()
+    assert final.status_code == 200
+    logins = len(provider.token_events())
+    for i in range(5):
+        r, hops = b.get(env.base + f"/again/{i}", headers={"x-auth-request-user": "mallory", "X_Auth_Request_Email": "m@evil"})
+        assert len(hops) == 1 and r.status_code == 200
+        saw = app_saw(r)
+        assert saw["x-auth-request-user"] == "alice@example.com"
+        assert saw["x-auth-request-email"] == "alice@example.com"
+        assert "x_auth_request_email" not in saw
+    assert len(provider.token_events()) == logins
+    # Other cookies reach the app; ours do not.
+    r = b.client.get(env.base + "/with-cookies", headers={"cookie": f"a=1; _oauth2_proxy={b.cookie('_oauth2_proxy')}; b=2"})
+    assert r.status_code == 200
+    assert app_saw(r)["cookie"] == "a=1; b=2"
+    b.close()
+
+
+def test_api_requests_get_401_not_a_redirect(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    r = httpx.get(env.base + "/api/x", headers={"accept": "application/json"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == 'Bearer realm="app"'
+    assert r.headers["x-outrider-error"] == "unauthenticated"
+    assert httpx.get(env.base + "/api/x").status_code == 401  # no Accept at all
+    # A POST from a browser cannot be replayed after a login: 401 too.
+    assert httpx.post(env.base + "/form", headers={"accept": "text/html"}, content=b"x=1").status_code == 401
+    assert upstream.complete == []
+
+
+def test_client_secret_post(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, methods=("client_secret_post",), token_endpoint_auth="post")
+    b = env.browser()
+    final, _ = b.login(path="/p")
+    assert final.status_code == 200 and app_saw(final)["x-auth-request-user"] == "alice@example.com"
+    assert [e[1:] for e in provider.token_events()] == [("authorization_code", "client_secret_post")]
+    b.close()
+
+
+def test_wrong_client_auth_method_fails_the_login(proxy_factory, upstream, provider):
+    """The provider only takes client_secret_post; the proxy sends basic: the login fails
+    with 403 and no session."""
+    env = Env(proxy_factory, upstream, provider, methods=("client_secret_post",))
+    b = env.browser()
+    final, hops = b.login(path="/p")
+    assert final.status_code == 403, [(u, r.status_code) for u, r in hops]
+    assert "token endpoint refused" in final.text
+    assert b.cookie("_oauth2_proxy") is None
+    b.close()
+
+
+def test_user_without_email_is_identified_by_sub(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    final, _ = b.login(user="bob")
+    saw = app_saw(final)
+    assert saw["x-auth-request-user"] == "bob-sub-2"
+    assert "x-auth-request-email" not in saw and "x-auth-request-groups" not in saw
+    b.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+
+
+def test_tampered_cookie_is_refused(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    good = b.cookie("_oauth2_proxy")
+    assert good
+    for position in (0, 5, len(good) // 2, len(good) - 3, len(good) - 1):
+        flipped = good[:position] + ("A" if good[position] != "A" else "B") + good[position + 1:]
+        r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={flipped}", "accept": "application/json"})
+        assert r.status_code == 401, position
+        r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={flipped}", "accept": "text/html"})
+        assert r.status_code == 302 and urlparse(r.headers["location"]).path == "/authorize"
+    for junk in ("", "x", "%%%", good[:20], good + "AAAA", "A" * 5000):
+        r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={junk}"})
+        assert r.status_code == 401
+    # The CSRF cookie's sealed value is no session (the cookie name is authenticated data).
+    page, hops = b.get(env.base + "/y", follow=False)
+    csrf = b.cookie("_oauth2_proxy_csrf")
+    r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={csrf}"})
+    assert r.status_code == 401
+    # The good cookie still works: nothing was poisoned.
+    r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={good}"})
+    assert r.status_code == 200
+    assert app_saw(r)["x-auth-request-user"] == "alice@example.com"
+    b.close()
+
+
+def test_cookie_sealed_with_another_secret_is_refused(proxy_factory, upstream, provider, tmp_path):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    good = b.cookie("_oauth2_proxy")
+    other = Env(proxy_factory, upstream, Provider(), cookie_secret=base64.b64encode(bytes(range(1, 33))).decode())
+    r = httpx.get(other.base + "/x", headers={"cookie": f"_oauth2_proxy={good}"})
+    assert r.status_code == 401
+    other.provider.close()
+    b.close()
+
+
+def test_replayed_state_is_refused(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    page, _ = b.get(env.base + "/start-here")
+    csrf = b.cookie("_oauth2_proxy_csrf")
+    m = re.search(r'action="([^"]+)"', page.text)
+    action = httpx.URL(str(page.request.url)).join(m.group(1).replace("&amp;", "&"))
+    r = b.client.post(action, data={"username": "alice", "password": "alice-pw"})
+    assert r.status_code == 302
+    callback = r.headers["location"]
+    assert callback.startswith(env.redirect_url + "?")
+    first = b.client.get(callback)
+    assert first.status_code == 302 and first.headers["location"] == "/start-here"
+    assert len(provider.token_events("authorization_code")) == 1
+    # The same callback again, with the CSRF cookie the browser had: refused before the provider hears of it.
+    replay = httpx.get(callback, headers={"cookie": f"_oauth2_proxy_csrf={csrf}"})
+    assert replay.status_code == 403, replay.text
+    assert "replayed" in replay.text
+    assert "_oauth2_proxy=" not in " ".join(set_cookie_lines(replay)).replace("_oauth2_proxy_csrf=", "")
+    assert len(provider.token_events("authorization_code")) == 1
+    b.close()
+
+
+def test_callback_state_must_match_the_login_cookie(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    page, hops = b.get(env.base + "/p")
+    state = parse_qs(urlparse(hops[0][1].headers["location"]).query)["state"][0]
+    csrf = b.cookie("_oauth2_proxy_csrf")
+    # Wrong state with the right cookie; right state without the cookie; another browser's cookie.
+    r = httpx.get(env.redirect_url + "?code=abc&state=" + state[:-2] + "xx", headers={"cookie": f"_oauth2_proxy_csrf={csrf}"})
+    assert r.status_code == 403 and "state does not match" in r.text
+    r = httpx.get(env.redirect_url + "?code=abc&state=" + state)
+    assert r.status_code == 403 and "login cookie" in r.text
+    other = env.browser()
+    other.get(env.base + "/q", follow=False)
+    r = httpx.get(env.redirect_url + "?code=abc&state=" + state,
+                  headers={"cookie": f"_oauth2_proxy_csrf={other.cookie('_oauth2_proxy_csrf')}"})
+    assert r.status_code == 403
+    # A provider error is shown, not followed.
+    r = httpx.get(env.redirect_url + "?error=access_denied&state=" + state, headers={"cookie": f"_oauth2_proxy_csrf={csrf}"})
+    assert r.status_code == 403 and "access_denied" in r.text
+    assert provider.token_events() == []
+    b.close()
+    other.close()
+
+
+@pytest.mark.parametrize("rd", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "\\\\evil.example",
+                                "/\t/evil.example", "%2F%2Fevil.example", "/\r\nlocation: https://evil.example",
+                                "evil.example", "javascript:alert(1)", "http:evil.example", "/\u00e9vil"])
+def test_open_redirects_are_refused(proxy_factory, upstream, provider, rd):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    page, hops = b.get(env.base + "/oauth2/start?rd=" + quote(rd, safe=""))
+    assert hops[0][1].status_code == 302
+    final, back = b.submit_login(page, "alice", "alice-pw")
+    assert back[1][1].headers["location"] == "/", rd
+    assert final.status_code == 200
+    r = b.client.get(env.base + "/oauth2/sign_out?rd=" + quote(rd, safe=""))
+    assert r.status_code == 302 and r.headers["location"] == "/"
+    b.close()
+
+
+def test_start_with_a_relative_rd(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    page, _ = b.get(env.base + "/oauth2/start?rd=" + quote("/deep/link?a=1&b=%2F", safe=""))
+    final, back = b.submit_login(page, "alice", "alice-pw")
+    assert back[1][1].headers["location"] == "/deep/link?a=1&b=%2F"
+    assert final.status_code == 200
+    b.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Session lifetime
+
+
+def test_refresh_with_cookie_refresh(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, cookie_refresh="1s")
+    b = env.browser()
+    b.login()
+    first = b.cookie("_oauth2_proxy")
+    time.sleep(1.3)
+    r, _ = b.get(env.base + "/after")
+    assert r.status_code == 200 and app_saw(r)["x-auth-request-user"] == "alice@example.com"
+    assert [e[1:] for e in provider.token_events("refresh_token")] == [("refresh_token", "client_secret_basic")]
+    assert any(c.startswith("_oauth2_proxy=") for c in set_cookie_lines(r))
+    second = b.cookie("_oauth2_proxy")
+    assert second and second != first
+    # The refreshed session carries the new refresh token: the next refresh works too.
+    time.sleep(1.3)
+    r, _ = b.get(env.base + "/later")
+    assert r.status_code == 200
+    assert len(provider.token_events("refresh_token")) == 2
+    assert b.cookie("_oauth2_proxy") != second
+    # No refresh within cookie_refresh.
+    r, _ = b.get(env.base + "/soon")
+    assert r.status_code == 200 and not set_cookie_lines(r)
+    assert len(provider.token_events("refresh_token")) == 2
+    b.close()
+
+
+def test_refresh_before_the_tokens_expire(proxy_factory, upstream, provider):
+    provider.access_token_lifetime = 4
+    provider.id_token_lifetime = 4
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    r, _ = b.get(env.base + "/fresh")
+    assert r.status_code == 200 and not provider.token_events("refresh_token")
+    time.sleep(3.3)   # within a quarter of the lifetime of the expiry
+    r, _ = b.get(env.base + "/near-expiry")
+    assert r.status_code == 200
+    assert len(provider.token_events("refresh_token")) == 1
+    time.sleep(2.5)   # past the first tokens' expiry: the refreshed session is still good
+    r, hops = b.get(env.base + "/past-first-expiry")
+    assert len(hops) == 1 and r.status_code == 200
+    b.close()
+
+
+def test_refused_refresh_keeps_the_session_until_its_tokens_expire(proxy_factory, upstream, provider):
+    provider.access_token_lifetime = 4
+    provider.id_token_lifetime = 4
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    with provider.lock:
+        for t in provider.refresh_tokens.values():
+            t.revoked = True
+    time.sleep(3.3)
+    r, hops = b.get(env.base + "/refresh-refused")
+    assert len(hops) == 1 and r.status_code == 200, "the tokens are still valid"
+    assert len(provider.token_events("refresh_token")) == 1
+    assert not set_cookie_lines(r)
+    time.sleep(1.5)
+    page, hops = b.get(env.base + "/expired-now")
+    assert hops[0][1].status_code == 302 and "Sign in" in page.text
+    b.close()
+
+
+def test_expired_tokens_without_refresh_token_need_a_new_login(proxy_factory, upstream, provider):
+    provider.access_token_lifetime = 2
+    provider.id_token_lifetime = 2
+    provider.issue_refresh_tokens = False
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    assert b.get(env.base + "/now")[0].status_code == 200
+    time.sleep(2.5)
+    api = httpx.get(env.base + "/api", headers={"cookie": f"_oauth2_proxy={b.cookie('_oauth2_proxy')}"})
+    assert api.status_code == 401
+    page, hops = b.get(env.base + "/later")
+    assert hops[0][1].status_code == 302 and "Sign in" in page.text
+    final, _ = b.submit_login(page, "alice", "alice-pw")
+    assert final.status_code == 200
+    assert len(provider.token_events("authorization_code")) == 2
+    b.close()
+
+
+def test_expired_cookie_needs_a_new_login(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, cookie_expire="2s")
+    b = env.browser()
+    final, back = b.login()
+    session = [c for c in set_cookie_lines(back[1][1]) if c.startswith("_oauth2_proxy=")][0]
+    assert "Max-Age=2" in session
+    old = b.cookie("_oauth2_proxy")
+    time.sleep(2.5)
+    # Even a client that keeps the cookie past Max-Age gets nowhere: the expiry is sealed inside.
+    r = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={old}"})
+    assert r.status_code == 401
+    page, hops = b.get(env.base + "/y")
+    assert hops[0][1].status_code == 302 and "Sign in" in page.text
+    b.close()
+
+
+def test_sign_out(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    old = b.cookie("_oauth2_proxy")
+    r = b.client.get(env.base + "/oauth2/sign_out?rd=/bye")
+    assert r.status_code == 302 and r.headers["location"] == "/bye"
+    cleared = set_cookie_lines(r)
+    assert any(c.startswith("_oauth2_proxy=;") and "Max-Age=0" in c for c in cleared), cleared
+    assert b.cookie("_oauth2_proxy") is None
+    page, hops = b.get(env.base + "/again")
+    assert hops[0][1].status_code == 302 and "Sign in" in page.text
+    # Cookie sessions are stateless: a copy kept elsewhere lasts until it expires (as in oauth2-proxy).
+    assert httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy={old}"}).status_code == 200
+    b.close()
+
+
+def test_sign_out_at_the_provider(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, end_session=True,
+              post_logout_redirect_url="http://127.0.0.1:1/signed-out")
+    b = env.browser()
+    b.login()
+    r = b.client.get(env.base + "/oauth2/sign_out")
+    assert r.status_code == 302
+    loc = urlparse(r.headers["location"])
+    assert f"{loc.scheme}://{loc.netloc}{loc.path}" == provider.issuer + "/logout"
+    q = parse_qs(loc.query)
+    assert q["client_id"] == [CLIENT_ID]
+    assert q["post_logout_redirect_uri"] == ["http://127.0.0.1:1/signed-out"]
+    hint = q["id_token_hint"][0]
+    claims = jwt.decode(hint, options={"verify_signature": False})
+    assert claims["sub"] == "alice-sub-1" and claims["aud"] in (CLIENT_ID, [CLIENT_ID])
+    r2 = b.client.get(r.headers["location"])
+    assert r2.status_code == 302 and r2.headers["location"] == "http://127.0.0.1:1/signed-out"
+    assert b.cookie("_oauth2_proxy") is None
+    b.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoints for other proxies and the app
+
+
+def test_oauth2_auth_for_auth_request(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    r = httpx.get(env.base + "/oauth2/auth", headers={"accept": "text/html"})
+    assert r.status_code == 401, "never a redirect: nginx auth_request wants 202 or 401"
+    b = env.browser()
+    b.login()
+    r = b.client.get(env.base + "/oauth2/auth")
+    assert r.status_code == 202
+    assert r.headers["x-auth-request-user"] == "alice@example.com"
+    assert r.headers["x-auth-request-email"] == "alice@example.com"
+    assert r.headers["x-auth-request-groups"] == "dev,ops"
+    assert "x-outrider-error" not in r.headers
+    # A bearer ID token from the provider too.
+    token = provider.mint_id_token(USERS["bob"], CLIENT_ID)
+    r = httpx.get(env.base + "/oauth2/auth", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 202 and r.headers["x-auth-request-user"] == "bob-sub-2"
+    r = httpx.get(env.base + "/oauth2/auth", headers={"authorization": f"Bearer {token[:-4]}AAAA"})
+    assert r.status_code == 401
+    assert not [r for r in upstream.complete if r.path.startswith("/oauth2")], "/oauth2/* is answered by the proxy"
+    b.close()
+
+
+def test_userinfo(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    assert httpx.get(env.base + "/oauth2/userinfo").status_code == 401
+    b = env.browser()
+    b.login()
+    r = b.client.get(env.base + "/oauth2/userinfo")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json() == {"user": "alice@example.com", "email": "alice@example.com", "groups": ["dev", "ops"],
+                        "preferredUsername": "alice"}
+    b.close()
+
+
+def test_bearer_tokens_for_api_clients(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, extra_audiences=["api"])
+    alice = USERS["alice"]
+    ok = provider.mint_id_token(alice, CLIENT_ID)
+    r = httpx.get(env.base + "/api", headers={"authorization": f"Bearer {ok}", "accept": "application/json"})
+    assert r.status_code == 200
+    saw = app_saw(r)
+    assert saw["x-auth-request-user"] == "alice@example.com" and saw["x-auth-request-groups"] == "dev,ops"
+    assert saw["authorization"] == f"Bearer {ok}"
+    assert httpx.get(env.base + "/api", headers={"authorization": "Bearer " + provider.mint_id_token(alice, "api")}).status_code == 200
+    other_key = Provider()
+    bad = {
+        "wrong audience": provider.mint_id_token(alice, "someone-else"),
+        "expired": provider.mint_id_token(alice, CLIENT_ID, lifetime=-120),
+        "other issuer's key": other_key.mint_id_token(alice, CLIENT_ID, extra={"iss": provider.issuer}),
+        "wrong issuer": provider.mint_id_token(alice, CLIENT_ID, extra={"iss": "http://127.0.0.1:1"}),
+        "hs256 with the client secret": jwt.encode({"iss": provider.issuer, "aud": CLIENT_ID, "sub": "x",
+                                                    "exp": int(time.time()) + 60}, CLIENT_SECRET * 2, algorithm="HS256"),
+        "alg none": jwt.encode({"iss": provider.issuer, "aud": CLIENT_ID, "sub": "x"}, None, algorithm="none") + "x",
+    }
+    other_key.close()
+    for why, token in bad.items():
+        r = httpx.get(env.base + "/api", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 401, why
+        assert r.headers["www-authenticate"] == 'Bearer realm="app", error="invalid_token"', why
+    b = env.browser()
+    r = b.client.get(env.base + "/page", headers={"authorization": f"Bearer {bad['expired']}"})
+    assert r.status_code == 401, "a browser presenting a bad token is refused, not redirected"
+    b.close()
+
+
+def test_access_token_and_authorization_header_to_the_app(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider, pass_access_token=True, set_authorization_header=True)
+    b = env.browser()
+    final, _ = b.login()
+    saw = app_saw(final)
+    assert provider.tokens.get(saw["x-auth-request-access-token"]) is not None
+    assert saw["authorization"].startswith("Bearer ")
+    keys = httpx.get(provider.issuer + "/jwks").json()["keys"]
+    claims = jwt.decode(saw["authorization"][7:], jwt.PyJWK(keys[0]).key, algorithms=["RS256"], audience=CLIENT_ID)
+    assert claims["email"] == "alice@example.com"
+    # The client's own Authorization header is replaced.
+    r, _ = b.get(env.base + "/x", headers={"authorization": "Basic Zm9vOmJhcg=="})
+    assert app_saw(r)["authorization"] == saw["authorization"]
+    b.close()
+
+
+def test_big_session_is_split_and_rejoined(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    final, back = b.login(user="big")
+    cookies = set_cookie_lines(back[1][1])
+    pieces = [c for c in cookies if re.match(r"_oauth2_proxy_\d+=", c)]
+    assert len(pieces) >= 2, [c[:40] for c in cookies]
+    assert all(len(c.encode()) <= 4096 for c in cookies)
+    assert not any(c.startswith("_oauth2_proxy=") for c in cookies)
+    saw = app_saw(final)
+    assert saw["x-auth-request-user"] == "big@example.com"
+    assert len(saw["x-auth-request-groups"].split(",")) == 180
+    r, hops = b.get(env.base + "/again")
+    assert len(hops) == 1 and app_saw(r)["x-auth-request-user"] == "big@example.com"
+    # A missing piece is no session.
+    parts = {c.name: c.value for c in b.client.cookies.jar if c.name.startswith("_oauth2_proxy_")
+             and c.name[len("_oauth2_proxy_"):].isdigit()}
+    only_first = httpx.get(env.base + "/x", headers={"cookie": f"_oauth2_proxy_0={parts['_oauth2_proxy_0']}"})
+    assert only_first.status_code == 401
+    # Logging in as someone with a small session clears the pieces.
+    b.client.get(env.base + "/oauth2/sign_out")
+    assert not [c for c in b.client.cookies.jar if c.name.startswith("_oauth2_proxy")]
+    final, back = b.login(user="alice")
+    assert app_saw(final)["x-auth-request-user"] == "alice@example.com"
+    b.close()
+
+
+def test_provider_down_at_start_gives_503_then_recovers(proxy_factory, upstream):
+    port = free_port()
+    env_port = free_port()
+    routes = [{"name": "app", "match": {"path_prefix": "/"}, "cluster": "app", "filters": [{"auth": {"oidc": {
+        "issuer": f"http://127.0.0.1:{port}", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+        "redirect_url": f"http://127.0.0.1:{env_port}/oauth2/callback", "cookie_secret": COOKIE_SECRET}}}]}]
+    p = proxy_factory(upstream=upstream, routes=routes, listener={"address": f"127.0.0.1:{env_port}"}, wait=False)
+    p.port = env_port
+    p.wait_ready()
+    r = httpx.get(p.url("/page"), headers={"accept": "text/html"})
+    assert r.status_code == 503 and r.headers["x-outrider-error"] == "auth_unavailable"
+    assert "discovery" in r.text
+    late = Provider(port=port)
+    late.add_client(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{env_port}/oauth2/callback"], ["client_secret_basic"])
+    deadline = time.monotonic() + 10
+    while httpx.get(p.url("/page"), headers={"accept": "text/html"}).status_code != 302:
+        assert time.monotonic() < deadline, "no recovery after the provider came up"
+        time.sleep(0.2)
+    late.close()
+
+
+TLS = Path(__file__).resolve().parents[2] / "config" / "examples" / "tls"
+
+
+def test_https_provider_with_ca_file(proxy_factory, upstream):
+    """The provider over HTTPS (the example certificate for 127.0.0.1, its CA in `ca_file`):
+    discovery and JWKS from the background thread, the code exchange and the refresh from the
+    worker's loop through the non-blocking TLS client."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(TLS / "server.crt", TLS / "server.key")
+    provider = Provider(ssl_context=server_ctx)
+    try:
+        assert provider.issuer.startswith("https://127.0.0.1:")
+        env = Env(proxy_factory, upstream, provider, ca_file=str(TLS / "ca.crt"), cookie_refresh="1s")
+        trust = ssl.create_default_context(cafile=str(TLS / "ca.crt"))
+        b = env.browser(verify=trust)
+        final, hops = b.login()
+        assert final.status_code == 200, [(u, r.status_code) for u, r in hops]
+        assert app_saw(final)["x-auth-request-user"] == "alice@example.com"
+        time.sleep(1.3)
+        r, _ = b.get(env.base + "/after-refresh")
+        assert r.status_code == 200
+        assert [e[1] for e in provider.token_events()] == ["authorization_code", "refresh_token"]
+        b.close()
+    finally:
+        provider.close()
+
+
+def test_https_provider_with_an_untrusted_certificate(proxy_factory, upstream):
+    """Without `ca_file` the example CA is not trusted: discovery never succeeds, logins get 503."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(TLS / "server.crt", TLS / "server.key")
+    provider = Provider(ssl_context=server_ctx)
+    try:
+        port = free_port()
+        provider.add_client(CLIENT_ID, CLIENT_SECRET, [f"http://127.0.0.1:{port}/oauth2/callback"], ["client_secret_basic"])
+        routes = [{"name": "app", "match": {"path_prefix": "/"}, "cluster": "app", "filters": [{"auth": {"oidc": {
+            "issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "redirect_url": f"http://127.0.0.1:{port}/oauth2/callback", "cookie_secret": COOKIE_SECRET}}}]}]
+        p = proxy_factory(upstream=upstream, routes=routes, listener={"address": f"127.0.0.1:{port}"}, wait=False)
+        p.port = port
+        p.wait_ready()
+        time.sleep(1.0)
+        r = httpx.get(p.url("/page"), headers={"accept": "text/html"})
+        assert r.status_code == 503
+        assert "oidc discovery failed" in p.stderr()
+    finally:
+        provider.close()
