@@ -387,6 +387,10 @@ extension ConfigurationBuilder {
         func reference(_ key: String) -> String? {
             guard let raw = fields.value(key)?.scalar?.string, raw.hasPrefix("${env:") || raw.hasPrefix("${file:"),
                   raw.hasSuffix("}"), raw.firstIndex(of: "}") == raw.index(before: raw.endIndex) else { return nil }
+            if raw.hasPrefix("${file:") {
+                // Shown with the absolute path, like the other files print-config names.
+                return "${file:" + FilePaths.resolve(String(raw.dropFirst(7).dropLast()), against: session.baseDirectory) + "}"
+            }
             return raw
         }
         config.clientSecretReference = reference("client_secret")

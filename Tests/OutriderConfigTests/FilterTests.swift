@@ -1088,5 +1088,28 @@ let cookieSecret32 = "q2Jj3Hh9yqAa0m6a2ybqY0s1Qb3Vb2Hf3Z1v9Jm4uXU="
         #expect(yaml.contains("client_secret: \"<redacted>\""))
         #expect(yaml.contains("cookie_secret: \"<redacted>\""))
         #expect(yaml.contains("cookie_name: _oauth2_proxy"))
+
+        // Secrets read from files are shown by their reference, with the absolute path.
+        _ = files.write("client-secret", "from-a-file")
+        _ = files.write("cookie-secret", cookieSecret32 + "\n")
+        let fromFiles = try OutriderConfigTests.load(filtersConfig("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: ${file:client-secret}
+                  redirect_url: https://app.example/oauth2/callback
+                  cookie_secret: ${file:cookie-secret}
+            """), path: files.configPath)
+        guard case .auth(let auth) = fromFiles.listeners[0].routes[0].filters.first, let oidc = auth.oidc else {
+            Issue.record("no oidc config")
+            return
+        }
+        #expect(oidc.clientSecret == "from-a-file" && oidc.cookieSecret.count == 32)
+        let rendered = fromFiles.renderYAML()
+        #expect(rendered.contains("client_secret: \"${file:\(files.directory)/client-secret}\""))
+        #expect(rendered.contains("cookie_secret: \"${file:\(files.directory)/cookie-secret}\""))
+        #expect(!rendered.contains("from-a-file"))
+        #expect(try OutriderConfigTests.load(rendered, path: files.configPath) == fromFiles)
     }
 }
