@@ -61,6 +61,20 @@ final class OIDCDiscovery: OIDCProviderSource, BackgroundService, @unchecked Sen
         pthread_mutex_unlock(&lock)
     }
 
+    /// Takes the metadata of the running configuration's discovery of the same provider (same
+    /// issuer, audiences and CA) on a reload, so that logins do not wait for a new fetch.
+    func adopt(from previous: [BackgroundService]) {
+        for case let other as OIDCDiscovery in previous
+        where other.issuer == issuer && other.audiences == audiences && other.caFile == caFile {
+            guard let known = other.currentMetadata() else { continue }
+            pthread_mutex_lock(&lock)
+            metadata = known
+            currentGeneration = other.generation
+            pthread_mutex_unlock(&lock)
+            return
+        }
+    }
+
     // MARK: OIDCProviderSource (called from the workers)
 
     var generation: UInt64 {

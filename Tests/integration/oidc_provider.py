@@ -173,6 +173,7 @@ class Provider:
         self.access_token_lifetime = access_token_lifetime
         self.id_token_lifetime = id_token_lifetime
         self.issue_refresh_tokens = issue_refresh_tokens
+        self.discovery_delay = 0.0   # seconds the discovery document takes (a slow provider)
         self.codes: dict[str, AuthorizationCode] = {}
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, Token] = {}
@@ -331,6 +332,7 @@ class Provider:
 
         @app.get("/.well-known/openid-configuration")
         def discovery():
+            time.sleep(provider.discovery_delay)
             base = provider.issuer
             return jsonify({
                 "issuer": base,

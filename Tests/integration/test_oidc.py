@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import signal
 import ssl
 import time
 from pathlib import Path
@@ -444,11 +445,11 @@ def test_start_with_a_relative_rd(proxy_factory, upstream, provider):
 
 
 def test_refresh_with_cookie_refresh(proxy_factory, upstream, provider):
-    env = Env(proxy_factory, upstream, provider, cookie_refresh="1s")
+    env = Env(proxy_factory, upstream, provider, cookie_refresh="2s")
     b = env.browser()
     b.login()
     first = b.cookie("_oauth2_proxy")
-    time.sleep(1.3)
+    time.sleep(2.3)
     r, _ = b.get(env.base + "/after")
     assert r.status_code == 200 and app_saw(r)["x-auth-request-user"] == "alice@example.com"
     assert [e[1:] for e in provider.token_events("refresh_token")] == [("refresh_token", "client_secret_basic")]
@@ -456,7 +457,7 @@ def test_refresh_with_cookie_refresh(proxy_factory, upstream, provider):
     second = b.cookie("_oauth2_proxy")
     assert second and second != first
     # The refreshed session carries the new refresh token: the next refresh works too.
-    time.sleep(1.3)
+    time.sleep(2.3)
     r, _ = b.get(env.base + "/later")
     assert r.status_code == 200
     assert len(provider.token_events("refresh_token")) == 2
@@ -469,14 +470,15 @@ def test_refresh_with_cookie_refresh(proxy_factory, upstream, provider):
 
 
 def test_refresh_before_the_tokens_expire(proxy_factory, upstream, provider):
-    provider.access_token_lifetime = 4
-    provider.id_token_lifetime = 4
+    # Token times are whole seconds: 8 s tokens are refreshed in their last 2 s (a quarter).
+    provider.access_token_lifetime = 8
+    provider.id_token_lifetime = 8
     env = Env(proxy_factory, upstream, provider)
     b = env.browser()
     b.login()
     r, _ = b.get(env.base + "/fresh")
     assert r.status_code == 200 and not provider.token_events("refresh_token")
-    time.sleep(3.3)   # within a quarter of the lifetime of the expiry
+    time.sleep(6.5)   # within a quarter of the lifetime of the expiry
     r, _ = b.get(env.base + "/near-expiry")
     assert r.status_code == 200
     assert len(provider.token_events("refresh_token")) == 1
@@ -487,20 +489,20 @@ def test_refresh_before_the_tokens_expire(proxy_factory, upstream, provider):
 
 
 def test_refused_refresh_keeps_the_session_until_its_tokens_expire(proxy_factory, upstream, provider):
-    provider.access_token_lifetime = 4
-    provider.id_token_lifetime = 4
+    provider.access_token_lifetime = 8
+    provider.id_token_lifetime = 8
     env = Env(proxy_factory, upstream, provider)
     b = env.browser()
     b.login()
     with provider.lock:
         for t in provider.refresh_tokens.values():
             t.revoked = True
-    time.sleep(3.3)
+    time.sleep(6.5)   # in the last quarter: a refresh is tried, and refused
     r, hops = b.get(env.base + "/refresh-refused")
     assert len(hops) == 1 and r.status_code == 200, "the tokens are still valid"
     assert len(provider.token_events("refresh_token")) == 1
     assert not set_cookie_lines(r)
-    time.sleep(1.5)
+    time.sleep(2.0)
     page, hops = b.get(env.base + "/expired-now")
     assert hops[0][1].status_code == 302 and "Sign in" in page.text
     b.close()
@@ -691,6 +693,27 @@ def test_big_session_is_split_and_rejoined(proxy_factory, upstream, provider):
     b.close()
 
 
+def test_reload_keeps_logins_and_sessions(proxy_factory, upstream, provider):
+    """SIGHUP with the same provider: the new configuration starts with the provider's metadata
+    (no 503 window), and sessions sealed before the reload stay valid."""
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    provider.discovery_delay = 2.0   # the new configuration's own fetch is slow
+    for _ in range(2):
+        before = env.proxy.stderr().count("configuration reloaded")
+        env.proxy.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while env.proxy.stderr().count("configuration reloaded") == before:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.01)
+        r = httpx.get(env.base + "/oauth2/start")
+        assert r.status_code == 302, r.text
+        r, hops = b.get(env.base + "/after-reload")
+        assert len(hops) == 1 and app_saw(r)["x-auth-request-user"] == "alice@example.com"
+    b.close()
+
+
 def test_provider_down_at_start_gives_503_then_recovers(proxy_factory, upstream):
     port = free_port()
     env_port = free_port()
@@ -724,13 +747,13 @@ def test_https_provider_with_ca_file(proxy_factory, upstream):
     provider = Provider(ssl_context=server_ctx)
     try:
         assert provider.issuer.startswith("https://127.0.0.1:")
-        env = Env(proxy_factory, upstream, provider, ca_file=str(TLS / "ca.crt"), cookie_refresh="1s")
+        env = Env(proxy_factory, upstream, provider, ca_file=str(TLS / "ca.crt"), cookie_refresh="2s")
         trust = ssl.create_default_context(cafile=str(TLS / "ca.crt"))
         b = env.browser(verify=trust)
         final, hops = b.login()
         assert final.status_code == 200, [(u, r.status_code) for u, r in hops]
         assert app_saw(final)["x-auth-request-user"] == "alice@example.com"
-        time.sleep(1.3)
+        time.sleep(2.3)
         r, _ = b.get(env.base + "/after-refresh")
         assert r.status_code == 200
         assert [e[1] for e in provider.token_events()] == ["authorization_code", "refresh_token"]
