@@ -164,7 +164,10 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             for name in ownedHeaders { context.removeHeaderAnySpelling(name) }
             // The oauth2-proxy endpoints (/oauth2/start, callback, sign_out, auth, userinfo).
             if let oidc, let verdict = oidc.endpoint(self, context) { return verdict }
-            if isAnonymous(context) { return .proceed }
+            if isAnonymous(context) {
+                oidc?.stripOwnCookies(context)
+                return .proceed
+            }
         }
         var tokenPresented = false
 

@@ -746,7 +746,7 @@ final class OIDCFlow: @unchecked Sendable {
     }
 
     /// Removes this filter's cookies from what the app receives; other cookies stay, in order.
-    private func stripOwnCookies(_ context: FilterContext) {
+    func stripOwnCookies(_ context: FilterContext) {
         var kept: [UInt8] = []
         var removed = false
         forEachCookie(context) { name, pair in

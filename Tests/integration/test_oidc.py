@@ -281,6 +281,25 @@ def test_session_is_reused_without_the_provider(proxy_factory, upstream, provide
     b.close()
 
 
+def test_anonymous_paths_and_other_methods_next_to_oidc(proxy_factory, upstream, provider, tmp_path):
+    """allow_anonymous skips the login (the proxy's cookies are still not forwarded); an API key
+    next to oidc is accepted as before and is no reason for a redirect."""
+    keys = tmp_path / "keys"
+    keys.write_text("ci:ci-key-123456\n")
+    env = Env(proxy_factory, upstream, provider, auth_extra={
+        "allow_anonymous": [{"path_prefix": "/healthz"}],
+        "api_key": {"header": "x-api-key", "keys_file": str(keys)}})
+    r = httpx.get(env.base + "/healthz", headers={"accept": "text/html", "cookie": "_oauth2_proxy_0=abc; _oauth2_proxy_csrf=x; k=v"})
+    assert r.status_code == 200
+    saw = app_saw(r)
+    assert saw["cookie"] == "k=v" and "x-auth-request-user" not in saw
+    r = httpx.get(env.base + "/api", headers={"accept": "text/html", "x-api-key": "ci-key-123456"})
+    assert r.status_code == 200 and app_saw(r)["x-auth-request-user"] == "ci"
+    r = httpx.get(env.base + "/api", headers={"accept": "application/json"})
+    assert r.status_code == 401
+    assert r.headers.get_list("www-authenticate") == ['Bearer realm="app"', 'ApiKey realm="app", header="x-api-key"']
+
+
 def test_api_requests_get_401_not_a_redirect(proxy_factory, upstream, provider):
     env = Env(proxy_factory, upstream, provider)
     r = httpx.get(env.base + "/api/x", headers={"accept": "application/json"})
