@@ -34,7 +34,8 @@ class Env:
     """A provider and an Outrider whose route `/` has an `auth` filter with `oidc` in front of the
     recording upstream."""
 
-    def __init__(self, proxy_factory, upstream, provider: Provider, methods=("client_secret_basic",), **oidc):
+    def __init__(self, proxy_factory, upstream, provider: Provider, methods=("client_secret_basic",), listener=None,
+                 **oidc):
         self.provider = provider
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -51,8 +52,8 @@ class Env:
         extra = settings.pop("auth_extra", {})
         auth = {"realm": "app", "oidc": settings, **extra}
         routes = [{"name": "app", "match": {"path_prefix": "/"}, "cluster": "app", "filters": [{"auth": auth}]}]
-        self.proxy = proxy_factory(upstream=upstream, routes=routes, listener={"address": f"127.0.0.1:{self.port}"},
-                                   wait=False)
+        self.proxy = proxy_factory(upstream=upstream, routes=routes,
+                                   listener={"address": f"127.0.0.1:{self.port}", **(listener or {})}, wait=False)
         self.proxy.port = self.port
         self.proxy.wait_ready()
         self.upstream = upstream
@@ -801,3 +802,59 @@ def test_https_provider_with_an_untrusted_certificate(proxy_factory, upstream):
         assert "oidc discovery failed" in p.stderr()
     finally:
         provider.close()
+
+
+def test_over_http2(proxy_factory, upstream, provider):
+    """The same answers on h2c streams: the redirect with its cookie, a session, /oauth2/auth."""
+    from h2wire import H2Client
+
+    env = Env(proxy_factory, upstream, provider, listener={"protocols": ["http1", "h2c"]})
+    b = env.browser()
+    b.login()
+    session = b.cookie("_oauth2_proxy")
+    with H2Client(env.port) as c:
+        r = c.get("/page", headers=[("accept", "text/html")])
+        assert r.status == 302
+        assert r.header("location").startswith(provider.issuer + "/authorize?")
+        assert any(v.startswith("_oauth2_proxy_csrf=") for v in r.header_all("set-cookie"))
+        r = c.get("/page", headers=[("cookie", "other=1"), ("cookie", f"_oauth2_proxy={session}")])
+        assert r.status == 200
+        echo = r.json()
+        headers = {k.lower(): v for k, v in (echo["headers"] if isinstance(echo["headers"], list) else echo["headers"].items())}
+        assert headers["x-auth-request-user"] == "alice@example.com"
+        assert "_oauth2_proxy" not in headers.get("cookie", "")
+        r = c.get("/oauth2/auth", headers=[("cookie", f"_oauth2_proxy={session}")])
+        assert r.status == 202 and r.header("x-auth-request-user") == "alice@example.com"
+    b.close()
+
+
+def test_untrusted_input_never_crashes_the_proxy(proxy_factory, upstream, provider):
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.get(env.base + "/p", follow=False)
+    csrf = b.cookie("_oauth2_proxy_csrf")
+    junk_cookies = [
+        "_oauth2_proxy=" + "A" * 60000,
+        "; ".join(f"_oauth2_proxy_{i}=" + "B" * 3000 for i in range(18)),
+        "_oauth2_proxy_0=%%%; _oauth2_proxy_1=\\; _oauth2_proxy=",
+        "_oauth2_proxy",
+        "=; ;;; =x; _oauth2_proxy==",
+        f"_oauth2_proxy={csrf}; _oauth2_proxy_csrf={csrf}",
+        "_oauth2_proxy_csrf=" + "C" * 50000,
+    ]
+    targets = ["/x", "/oauth2/auth", "/oauth2/userinfo", "/oauth2/sign_out?rd=%", "/oauth2/start?rd=%ZZ%",
+               "/oauth2/start?rd", "/oauth2/start?rd=&rd=/a", "/oauth2/callback", "/oauth2/callback?state",
+               "/oauth2/callback?state=&code=", "/oauth2/callback?code=" + "x" * 5000 + "&state=y",
+               "/oauth2/callback?error=%00%0d%0aset-cookie:x", "/oauth2/callback?state=%ff%fe&code=%C0%AF"]
+    for cookie in junk_cookies:
+        for target in targets:
+            r = httpx.get(env.base + target, headers={"cookie": cookie, "accept": "text/html"})
+            assert r.status_code in (200, 202, 302, 400, 401, 403, 431), (cookie[:40], target, r.status_code)
+            assert "set-cookie: x" not in "\n".join(f"{k}: {v}" for k, v in r.headers.multi_items()).lower()
+    for garbage_token in ("a.b.c", "..", "x" * 9000 + ".y.z", "e30.e30.", "eyJhbGciOiJub25lIn0.e30.", "%.%.%"):
+        r = httpx.get(env.base + "/api", headers={"authorization": "Bearer " + garbage_token})
+        assert r.status_code == 401
+    assert env.proxy.alive()
+    final, _ = b.login()
+    assert final.status_code == 200 and app_saw(final)["x-auth-request-user"] == "alice@example.com"
+    b.close()
