@@ -858,3 +858,29 @@ def test_untrusted_input_never_crashes_the_proxy(proxy_factory, upstream, provid
     final, _ = b.login()
     assert final.status_code == 200 and app_saw(final)["x-auth-request-user"] == "alice@example.com"
     b.close()
+
+
+def test_signing_key_rotation(proxy_factory, upstream, provider):
+    """The provider rotates its signing key: a token naming the unknown `kid` makes the proxy
+    fetch the JWKS again (at most every 10 s), after which new tokens and logins verify; a
+    session made before the rotation is unaffected."""
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    b.login()
+    fetches = env.proxy.stderr().count("oidc provider discovered")
+    provider.rotate_key("key-2")
+    token = provider.mint_id_token(USERS["alice"], CLIENT_ID)
+    r = httpx.get(env.base + "/api", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    deadline = time.monotonic() + 15
+    while httpx.get(env.base + "/api", headers={"authorization": f"Bearer {token}"}).status_code != 200:
+        assert time.monotonic() < deadline, "the JWKS was not fetched again after an unknown kid"
+        time.sleep(0.25)
+    assert env.proxy.stderr().count("oidc provider discovered") > fetches
+    r, hops = b.get(env.base + "/old-session")
+    assert len(hops) == 1 and r.status_code == 200
+    other = env.browser()
+    final, _ = other.login(user="bob")
+    assert final.status_code == 200 and app_saw(final)["x-auth-request-user"] == "bob-sub-2"
+    b.close()
+    other.close()
