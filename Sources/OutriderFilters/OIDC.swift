@@ -839,8 +839,11 @@ final class OIDCFlow: @unchecked Sendable {
     /// 401 for /oauth2/auth, /oauth2/userinfo and a session that could not be refreshed.
     private func deny(_ filter: AuthFilter, _ context: FilterContext, _ purpose: Purpose) -> FilterVerdict {
         if purpose == .proxy { return filter.finishDenied(context) }
-        context.reply = FilterReply(status: 401, reason: .unauthenticated,
-                                    headerLines: context.store(ByteString("cache-control: no-store\r\n")))
+        // Never a redirect here (nginx auth_request wants 202 or 401); the challenges as on any 401.
+        let start = context.scratch.writerIndex
+        context.store(ByteString("cache-control: no-store\r\n"))
+        context.store(filter.challenges)
+        context.reply = FilterReply(status: 401, reason: .unauthenticated, headerLines: start..<context.scratch.writerIndex)
         context.deniedMethod = "oidc"
         context.deniedReason = "missing_credentials"
         return .respond

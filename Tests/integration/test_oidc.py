@@ -609,6 +609,8 @@ def test_oauth2_auth_for_auth_request(proxy_factory, upstream, provider):
     env = Env(proxy_factory, upstream, provider)
     r = httpx.get(env.base + "/oauth2/auth", headers={"accept": "text/html"})
     assert r.status_code == 401, "never a redirect: nginx auth_request wants 202 or 401"
+    assert r.headers["www-authenticate"] == 'Bearer realm="app"'
+    assert r.headers["x-outrider-error"] == "unauthenticated"
     b = env.browser()
     b.login()
     r = b.client.get(env.base + "/oauth2/auth")
