@@ -43,7 +43,7 @@ PY="${PYTHON:-python3}"
 stamp="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$VENV/bin/python" -c 'import pytest, httpx, websockets, h11, pytest_timeout, h2, grpc' 2>/dev/null; then
+   && "$VENV/bin/python" -c 'import pytest, httpx, websockets, h11, pytest_timeout, h2, grpc, authlib, flask' 2>/dev/null; then
   exit 0
 fi
 if [ ! -x "$VENV/bin/python" ]; then

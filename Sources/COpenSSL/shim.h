@@ -53,4 +53,8 @@ static inline size_t coutrider_bio_mem_capacity(BIO *bio) {
     return memory == NULL ? 0 : memory->max;
 }
 
+// AES-256-GCM (OIDC session cookies): the EVP_CIPHER_CTX_ctrl codes for the tag.
+static inline int coutrider_evp_ctrl_gcm_get_tag(void) { return EVP_CTRL_GCM_GET_TAG; }
+static inline int coutrider_evp_ctrl_gcm_set_tag(void) { return EVP_CTRL_GCM_SET_TAG; }
+
 #endif

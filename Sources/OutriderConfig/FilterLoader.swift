@@ -6,8 +6,12 @@ import Yams
 
 extension ConfigurationBuilder {
     static let filterKinds = ["auth", "rate_limit", "headers"]
-    static let authKeys = ["realm", "allow_anonymous", "api_key", "basic", "jwt", "external"]
-    static let authMethodKeys = ["api_key", "basic", "jwt", "external"]
+    static let authKeys = ["realm", "allow_anonymous", "api_key", "basic", "jwt", "external", "oidc"]
+    static let authMethodKeys = ["api_key", "basic", "jwt", "external", "oidc"]
+    static let oidcKeys = ["issuer", "client_id", "client_secret", "redirect_url", "cookie_secret", "scopes", "cookie_name",
+                           "cookie_expire", "cookie_refresh", "pass_access_token", "set_authorization_header", "email_claim",
+                           "groups_claim", "token_endpoint_auth", "end_session", "post_logout_redirect_url", "ca_file",
+                           "extra_audiences", "timeout", "discovery_refresh"]
     static let jwtKeys = ["issuer", "audiences", "jwks_file", "jwks_uri", "jwks_refresh", "min_refresh", "identity_claim",
                           "algorithms", "clock_skew", "from", "claims_to_headers", "forward_token"]
     static let externalKeys = ["url", "timeout", "headers_to_upstream", "failure_mode", "cache_ttl"]
@@ -64,10 +68,9 @@ extension ConfigurationBuilder {
     // MARK: auth
 
     private func authFilter(_ node: Node, keyNode: Node) -> AuthFilterConfig? {
-        guard let fields = session.fields(of: node, section: "auth", supported: Self.authKeys, recognized: ["oidc"]) else {
+        guard let fields = session.fields(of: node, section: "auth", supported: Self.authKeys) else {
             return nil
         }
-        rejectUnsupported(["oidc"], in: fields)
         var config = AuthFilterConfig(realm: "outrider", allowAnonymous: [], apiKey: nil, basic: nil, jwt: nil, external: nil)
         if let node = fields.value("realm"), let realm = session.nonEmptyString(node, key: "realm") {
             // The realm is a quoted-string in WWW-Authenticate: keep it to what needs no escaping.
@@ -84,8 +87,9 @@ extension ConfigurationBuilder {
         if let node = fields.value("basic") { config.basic = basic(node, keyNode: fields.keyNode("basic") ?? node) }
         if let node = fields.value("jwt") { config.jwt = jwt(node, keyNode: fields.keyNode("jwt") ?? node) }
         if let node = fields.value("external") { config.external = external(node, keyNode: fields.keyNode("external") ?? node) }
+        if let node = fields.value("oidc") { config.oidc = oidc(node, keyNode: fields.keyNode("oidc") ?? node) }
         // Judged on what was written, not on what parsed: a broken method has its own error.
-        if !Self.authMethodKeys.contains(where: { fields.value($0) != nil }), fields.value("oidc") == nil {
+        if !Self.authMethodKeys.contains(where: { fields.value($0) != nil }) {
             session.report("auth needs at least one method: \(Self.authMethodKeys.joined(separator: ", "))", at: keyNode)
         }
         return config
@@ -313,6 +317,177 @@ extension ConfigurationBuilder {
         }
         if let node = fields.value("cache_ttl"), let value = session.duration(node, key: "cache_ttl") {
             config.cacheTTL = value
+        }
+        return valid ? config : nil
+    }
+
+    // MARK: oidc
+
+    private func oidc(_ node: Node, keyNode: Node) -> OIDCConfig? {
+        guard let fields = session.fields(of: node, section: "oidc", supported: Self.oidcKeys) else { return nil }
+        var valid = true
+        func required(_ key: String) -> (Node, String)? {
+            guard let node = fields.value(key) else {
+                session.report("oidc is missing required key '\(key)'", at: keyNode)
+                valid = false
+                return nil
+            }
+            guard let text = session.nonEmptyString(node, key: key) else { valid = false; return nil }
+            return (node, text)
+        }
+        var issuer = ""
+        if let (node, text) = required("issuer") {
+            if let problem = OIDCURL.issuerProblem(text) {
+                session.report("invalid issuer '\(text)': \(problem)", at: node)
+                valid = false
+            } else {
+                issuer = text.hasSuffix("/") ? String(text.dropLast()) : text
+            }
+        }
+        var clientID = ""
+        if let (node, text) = required("client_id") {
+            if CredentialFiles.hasControlCharacters(text) {
+                session.report("invalid client_id: control characters", at: node)
+                valid = false
+            }
+            clientID = text
+        }
+        var clientSecret = ""
+        if let (node, text) = required("client_secret") {
+            if CredentialFiles.hasControlCharacters(text) {
+                session.report("invalid client_secret: control characters", at: node)
+                valid = false
+            }
+            clientSecret = text
+        }
+        var redirectURL = "", callbackPath = "/oauth2/callback"
+        if let (node, text) = required("redirect_url") {
+            switch OIDCURL.absolute(text) {
+            case .success(let path):
+                redirectURL = text
+                callbackPath = path
+            case .failure(let problem):
+                session.report("invalid redirect_url '\(text)': \(problem)", at: node)
+                valid = false
+            }
+        }
+        var cookieSecret: [UInt8] = []
+        if let (node, text) = required("cookie_secret") {
+            if let bytes = OIDCURL.decodeSecret(text), bytes.count == 32 {
+                cookieSecret = bytes
+            } else {
+                let got = OIDCURL.decodeSecret(text).map { "\($0.count) bytes" } ?? "not base64"
+                session.report("cookie_secret must be 32 random bytes, base64-encoded (openssl rand -base64 32); got \(got)",
+                               at: node)
+                valid = false
+            }
+        }
+        var config = OIDCConfig(issuer: issuer, clientID: clientID, clientSecret: clientSecret, redirectURL: redirectURL,
+                                callbackPath: callbackPath, cookieSecret: cookieSecret)
+        func reference(_ key: String) -> String? {
+            guard let raw = fields.value(key)?.scalar?.string, raw.hasPrefix("${env:") || raw.hasPrefix("${file:"),
+                  raw.hasSuffix("}"), raw.firstIndex(of: "}") == raw.index(before: raw.endIndex) else { return nil }
+            if raw.hasPrefix("${file:") {
+                // Shown with the absolute path, like the other files print-config names.
+                return "${file:" + FilePaths.resolve(String(raw.dropFirst(7).dropLast()), against: session.baseDirectory) + "}"
+            }
+            return raw
+        }
+        config.clientSecretReference = reference("client_secret")
+        config.cookieSecretReference = reference("cookie_secret")
+        if let node = fields.value("scopes"), let items = session.list(node, key: "scopes") {
+            var scopes: [String] = []
+            for item in items {
+                guard let scope = session.nonEmptyString(item, key: "scopes") else { continue }
+                // RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
+                if !scope.utf8.allSatisfy({ $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }) {
+                    session.report("invalid scope '\(scope)': printable ASCII without spaces, quotes or backslashes", at: item)
+                } else if scopes.contains(scope) {
+                    session.report("duplicate scope '\(scope)' in 'scopes'", at: item)
+                } else {
+                    scopes.append(scope)
+                }
+            }
+            if !scopes.contains("openid") {
+                session.report("'scopes' must include openid", at: node)
+            }
+            config.scopes = scopes
+        }
+        if let node = fields.value("cookie_name"), let name = session.nonEmptyString(node, key: "cookie_name") {
+            if HTTPToken.isValid(name), name.count <= 64 {
+                config.cookieName = name
+            } else {
+                session.report("invalid cookie_name '\(name)': a token (letters, digits, !#$%&'*+-.^_`|~), at most 64 characters",
+                               at: node)
+            }
+        }
+        if let node = fields.value("cookie_expire"), let value = session.duration(node, key: "cookie_expire", allowZero: false) {
+            config.cookieExpire = value
+        }
+        if let node = fields.value("cookie_refresh"), let value = session.duration(node, key: "cookie_refresh") {
+            if value >= config.cookieExpire {
+                session.report("cookie_refresh must be shorter than cookie_expire (\(DurationNotation.format(config.cookieExpire)))",
+                               at: node)
+            } else {
+                config.cookieRefresh = value
+            }
+        }
+        if let node = fields.value("pass_access_token"), let value = session.bool(node, key: "pass_access_token") {
+            config.passAccessToken = value
+        }
+        if let node = fields.value("set_authorization_header"), let value = session.bool(node, key: "set_authorization_header") {
+            config.setAuthorizationHeader = value
+        }
+        if let node = fields.value("email_claim"), let value = session.nonEmptyString(node, key: "email_claim") {
+            config.emailClaim = value
+        }
+        if let node = fields.value("groups_claim"), let value = session.nonEmptyString(node, key: "groups_claim") {
+            config.groupsClaim = value
+        }
+        if let node = fields.value("token_endpoint_auth"),
+           let value = session.choice(node, key: "token_endpoint_auth", among: [TokenEndpointAuth.basic, .post]) {
+            config.tokenEndpointAuth = value
+        }
+        if let node = fields.value("end_session"), let value = session.bool(node, key: "end_session") {
+            config.endSession = value
+        }
+        if let node = fields.value("post_logout_redirect_url"),
+           let text = session.nonEmptyString(node, key: "post_logout_redirect_url") {
+            if case .failure(let problem) = OIDCURL.absolute(text) {
+                session.report("invalid post_logout_redirect_url '\(text)': \(problem)", at: node)
+            } else if !config.endSession {
+                session.report("post_logout_redirect_url needs end_session: true", at: node)
+            } else {
+                config.postLogoutRedirectURL = text
+            }
+        }
+        if let node = fields.value("ca_file") {
+            if issuer.hasPrefix("http://") {
+                session.report("ca_file needs an https:// issuer", at: node)
+            } else if let file = credentialFile(node, key: "ca_file") {
+                if file.text.contains("-----BEGIN CERTIFICATE-----") {
+                    config.caFile = file.path
+                } else {
+                    session.report("ca_file \(file.path) has no PEM certificate (-----BEGIN CERTIFICATE-----)", at: node)
+                }
+            }
+        }
+        if let node = fields.value("extra_audiences"), let items = session.list(node, key: "extra_audiences") {
+            for item in items {
+                guard let audience = session.nonEmptyString(item, key: "extra_audiences") else { continue }
+                if audience == config.clientID || config.extraAudiences.contains(audience) {
+                    session.report("duplicate audience '\(audience)' in 'extra_audiences' (client_id is always accepted)", at: item)
+                } else {
+                    config.extraAudiences.append(audience)
+                }
+            }
+        }
+        if let node = fields.value("timeout"), let value = session.duration(node, key: "timeout", allowZero: false) {
+            config.timeout = value
+        }
+        if let node = fields.value("discovery_refresh"),
+           let value = session.duration(node, key: "discovery_refresh", allowZero: false) {
+            config.discoveryRefresh = value
         }
         return valid ? config : nil
     }
@@ -574,5 +749,62 @@ enum QueryName {
                 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
                 || "-._~".utf8.contains(byte)
         }
+    }
+}
+
+/// OIDC URLs and secrets (auth `oidc`).
+enum OIDCURL {
+    /// nil when `text` is an acceptable issuer: `https://HOST[:PORT][/PATH]`, or `http://` to a
+    /// loopback address for local testing (SPEC §4). No query, fragment or user information.
+    static func issuerProblem(_ text: String) -> String? {
+        let rest: Substring
+        if text.hasPrefix("https://") {
+            rest = text.dropFirst(8)
+        } else if text.hasPrefix("http://") {
+            rest = text.dropFirst(7)
+            let host = hostPart(rest)
+            let isLoopback = (host.hasPrefix("127.") && IPLiteral.isLiteral(String(host))) || host == "[::1]"
+            if !isLoopback {
+                return "the issuer must be https:// (http:// only on a loopback address such as http://127.0.0.1:PORT)"
+            }
+        } else {
+            return "expected an https:// URL"
+        }
+        if rest.contains("?") || rest.contains("#") { return "no query or fragment" }
+        if rest.contains("@") { return "user information (user@host) is not allowed" }
+        if rest.contains(where: { $0.isWhitespace }) || CredentialFiles.hasControlCharacters(rest) {
+            return "no spaces or control characters"
+        }
+        switch HTTPURL.parse(text, allowHTTPS: true) {
+        case .success: return nil
+        case .failure(let problem): return problem.description
+        }
+    }
+
+    private static func hostPart(_ rest: Substring) -> Substring {
+        let authority = rest[..<(rest.firstIndex(of: "/") ?? rest.endIndex)]
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            return authority[...close]
+        }
+        return authority[..<(authority.firstIndex(of: ":") ?? authority.endIndex)]
+    }
+
+    /// An absolute http(s) URL (redirect_url, post_logout_redirect_url): its path.
+    static func absolute(_ text: String) -> Result<String, HTTPURL.Problem> {
+        if text.contains("#") { return .failure(HTTPURL.Problem("a fragment (#…) is not allowed")) }
+        switch HTTPURL.parse(text, allowHTTPS: true) {
+        case .success(let parsed):
+            let path = parsed.path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? "/"
+            return .success(path.isEmpty ? "/" : path)
+        case .failure(let problem):
+            return .failure(problem)
+        }
+    }
+
+    /// Standard or URL-safe base64, padded or not.
+    static func decodeSecret(_ text: String) -> [UInt8]? {
+        var normalized = String(text.map { $0 == "-" ? "+" : ($0 == "_" ? "/" : $0) })
+        while normalized.utf8.count % 4 != 0 { normalized += "=" }
+        return Base64.decode(normalized)
     }
 }

@@ -394,6 +394,87 @@ public struct AuthFilterConfig: Sendable, Equatable {
     public var basic: BasicAuthConfig?
     public var jwt: JWTConfig?
     public var external: ExternalAuthConfig?
+    public var oidc: OIDCConfig?
+
+    public init(realm: String, allowAnonymous: [AnonymousRule], apiKey: APIKeyConfig?, basic: BasicAuthConfig?,
+                jwt: JWTConfig?, external: ExternalAuthConfig?, oidc: OIDCConfig? = nil) {
+        self.realm = realm
+        self.allowAnonymous = allowAnonymous
+        self.apiKey = apiKey
+        self.basic = basic
+        self.jwt = jwt
+        self.external = external
+        self.oidc = oidc
+    }
+}
+
+/// How the proxy authenticates itself at the provider's token endpoint (RFC 6749 §2.3.1).
+public enum TokenEndpointAuth: String, Sendable { case basic, post }
+
+/// `auth.oidc`: the auth-container's login flow (authorization code + PKCE), oauth2-proxy style.
+public struct OIDCConfig: Sendable, Equatable {
+    /// `https://…`, or `http://` on a loopback address (tests). No trailing slash.
+    public var issuer: String
+    public var clientID: String
+    public var clientSecret: String
+    /// How the secrets were written when they came from `${file:…}` / `${env:…}` (print-config
+    /// shows that reference; a secret written literally is shown as `<redacted>`).
+    public var clientSecretReference: String?
+    public var cookieSecretReference: String?
+    /// Absolute; its path is where the callback is served (normally `/oauth2/callback`).
+    public var redirectURL: String
+    /// The path of `redirectURL`.
+    public var callbackPath: String
+    /// 32 bytes (AES-256-GCM key of the session and CSRF cookies).
+    public var cookieSecret: [UInt8]
+    public var scopes: [String]
+    public var cookieName: String
+    public var cookieExpire: Duration
+    /// 0 = refresh only when the tokens are about to expire.
+    public var cookieRefresh: Duration
+    public var passAccessToken: Bool
+    public var setAuthorizationHeader: Bool
+    public var emailClaim: String
+    public var groupsClaim: String
+    public var tokenEndpointAuth: TokenEndpointAuth
+    /// Sign-out goes on to the provider's `end_session_endpoint`.
+    public var endSession: Bool
+    public var postLogoutRedirectURL: String?
+    /// CA bundle the provider's certificate is verified against (nil: the system CAs).
+    public var caFile: String?
+    /// Audiences besides `client_id` that bearer tokens may carry.
+    public var extraAudiences: [String]
+    /// Token endpoint requests (code exchange, refresh).
+    public var timeout: Duration
+    /// Discovery document and JWKS re-fetched this often.
+    public var discoveryRefresh: Duration
+
+    public init(issuer: String, clientID: String, clientSecret: String, redirectURL: String, callbackPath: String,
+                cookieSecret: [UInt8]) {
+        self.issuer = issuer
+        self.clientID = clientID
+        self.clientSecret = clientSecret
+        clientSecretReference = nil
+        cookieSecretReference = nil
+        self.redirectURL = redirectURL
+        self.callbackPath = callbackPath
+        self.cookieSecret = cookieSecret
+        scopes = ["openid", "email", "profile"]
+        cookieName = "_oauth2_proxy"
+        cookieExpire = .seconds(168 * 3600)
+        cookieRefresh = .zero
+        passAccessToken = false
+        setAuthorizationHeader = false
+        emailClaim = "email"
+        groupsClaim = "groups"
+        tokenEndpointAuth = .basic
+        endSession = false
+        postLogoutRedirectURL = nil
+        caFile = nil
+        extraAudiences = []
+        timeout = .seconds(5)
+        discoveryRefresh = .seconds(300)
+    }
 }
 
 public enum RateLimitKey: Sendable, Equatable {

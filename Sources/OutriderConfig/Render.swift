@@ -199,6 +199,35 @@ enum ConfigTree {
                 ("cache_ttl", duration(external.cacheTTL)),
             ])))
         }
+        if let oidc = auth.oidc { fields.append(("oidc", self.oidc(oidc))) }
+        return .mapping(fields)
+    }
+
+    private static func oidc(_ oidc: OIDCConfig) -> RenderedValue {
+        var fields: [(key: String, value: RenderedValue)] = [
+            ("issuer", .text(oidc.issuer)),
+            ("client_id", .text(oidc.clientID)),
+            ("client_secret", oidc.clientSecretReference.map { .text($0) } ?? .secret),
+            ("redirect_url", .text(oidc.redirectURL)),
+            ("cookie_secret", oidc.cookieSecretReference.map { .text($0) } ?? .secret),
+            ("scopes", .list(oidc.scopes.map { .text($0) })),
+            ("cookie_name", .text(oidc.cookieName)),
+            ("cookie_expire", duration(oidc.cookieExpire)),
+            ("cookie_refresh", duration(oidc.cookieRefresh)),
+            ("pass_access_token", .bool(oidc.passAccessToken)),
+            ("set_authorization_header", .bool(oidc.setAuthorizationHeader)),
+            ("email_claim", .text(oidc.emailClaim)),
+            ("groups_claim", .text(oidc.groupsClaim)),
+            ("token_endpoint_auth", .notation(oidc.tokenEndpointAuth.rawValue)),
+            ("end_session", .bool(oidc.endSession)),
+        ]
+        if let url = oidc.postLogoutRedirectURL { fields.append(("post_logout_redirect_url", .text(url))) }
+        if let file = oidc.caFile { fields.append(("ca_file", .text(file))) }
+        fields += [
+            ("extra_audiences", .list(oidc.extraAudiences.map { .text($0) })),
+            ("timeout", duration(oidc.timeout)),
+            ("discovery_refresh", duration(oidc.discoveryRefresh)),
+        ]
         return .mapping(fields)
     }
 

@@ -85,6 +85,8 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     let jwt: JWTSettings?
     let external: ExternalSettings?
     let externalCacheSlot: Int
+    /// The OIDC login flow (`oidc`), nil without it.
+    let oidc: OIDCFlow?
     /// Client headers removed before the filter runs (besides `x-auth-request-*`).
     let ownedHeaders: [ByteString]
     /// The 401 challenges, one line each, precomputed; the Bearer one has a variant for when a
@@ -108,7 +110,8 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
     static let groupsHeader = ByteString("x-auth-request-groups")
 
     public init(realm: String, anonymous: [AnonymousRule], apiKeyHeader: String?, apiKeys: [APIKey],
-                passwords: [PasswordEntry], jwt: JWTSettings?, external: ExternalSettings? = nil, build: FilterBuildContext) {
+                passwords: [PasswordEntry], jwt: JWTSettings?, external: ExternalSettings? = nil,
+                oidc: OIDCSettings? = nil, build: FilterBuildContext) {
         self.anonymous = anonymous
         self.apiKeyHeader = apiKeyHeader.map { ByteString(lowercased: $0) }
         self.apiKeys = apiKeys
@@ -127,7 +130,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             lines += "www-authenticate: Basic realm=\"\(quotedRealm)\"\r\n"
             linesInvalid += "www-authenticate: Basic realm=\"\(quotedRealm)\"\r\n"
         }
-        if jwt != nil {
+        if jwt != nil || oidc != nil {
             lines += "www-authenticate: Bearer realm=\"\(quotedRealm)\"\r\n"
             linesInvalid += "www-authenticate: Bearer realm=\"\(quotedRealm)\", error=\"invalid_token\"\r\n"
         }
@@ -140,6 +143,7 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         cacheSlot = build.allocateCacheSlot()
         tokenCacheSlot = build.allocateCacheSlot()
         externalCacheSlot = build.allocateCacheSlot()
+        self.oidc = oidc.map { OIDCFlow($0, build: build) }
         pendingBcrypt.initialize(to: 0)
     }
 
@@ -151,11 +155,19 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
         if context.filterState == Self.externalPending, let external {
             return finishExternal(external, context)
         }
+        if context.filterState >= OIDCFlow.firstState, let oidc {
+            return oidc.resume(self, context)
+        }
         if context.filterState == 0 {
             // First visit (not a resume after bcrypt): strip what only this filter may set.
             context.removeHeaders(prefix: Self.authRequestPrefix, underscoresAsDashes: true)
             for name in ownedHeaders { context.removeHeaderAnySpelling(name) }
-            if isAnonymous(context) { return .proceed }
+            // The oauth2-proxy endpoints (/oauth2/start, callback, sign_out, auth, userinfo).
+            if let oidc, let verdict = oidc.endpoint(self, context) { return verdict }
+            if isAnonymous(context) {
+                oidc?.stripOwnCookies(context)
+                return .proceed
+            }
         }
         var tokenPresented = false
 
@@ -171,13 +183,30 @@ public final class AuthFilter: HTTPFilter, @unchecked Sendable {
             case .pause, .respond: break
             }
         }
+        if let oidc {
+            if let verdict = oidc.authenticate(self, context) { return verdict }
+            var presented = false
+            if oidc.checkBearer(self, context, purpose: .proxy, presented: &presented) { return .proceed }
+            if presented {
+                tokenPresented = true
+                context.deniedMethod = "oidc"
+            }
+        }
         if apiKeyHeader != nil, let bearer = bearerToken(context) {
             if let key = matchAPIKey(bearer) { return accept(context, identity: key.name) }
             tokenPresented = true
-            if jwt == nil { context.deniedMethod = "api_key" }
+            if jwt == nil && oidc == nil { context.deniedMethod = "api_key" }
         }
         if let external { return startExternal(external, context) }
+        if let oidc, !tokenPresented, oidc.wantsLogin(context) { return oidc.loginForRequest(context) }
         return deny(context, tokenPresented: tokenPresented)
+    }
+
+    /// Nobody was accepted after an OIDC refresh failed: a browser goes to the provider,
+    /// others get 401.
+    func finishDenied(_ context: FilterContext) -> FilterVerdict {
+        if let oidc, oidc.wantsLogin(context) { return oidc.loginForRequest(context) }
+        return deny(context, tokenPresented: false)
     }
 
     private func isAnonymous(_ context: FilterContext) -> Bool {

@@ -49,6 +49,18 @@ public struct FilterReply {
     /// A body other than the reason's default text, in the scratch buffer.
     public var body: Range<Int>?
     public var contentType: Range<Int>?
+    /// False for answers that are no error (the OIDC endpoints' 302, 202 and 200): sent
+    /// without `x-outrider-error`, not counted as denials.
+    public var isError = true
+
+    public init(status: Int = 0, reason: LocalReplyReason = .forbidden, headerLines: Range<Int> = 0..<0,
+                body: Range<Int>? = nil, contentType: Range<Int>? = nil) {
+        self.status = status
+        self.reason = reason
+        self.headerLines = headerLines
+        self.body = body
+        self.contentType = contentType
+    }
 }
 
 /// One request's view for the filters, and what they decided. Owned by a client connection and
@@ -314,5 +326,8 @@ public enum SubrequestOutcome: Sendable {
 /// Implemented by the proxy.
 public protocol SubrequestClient: AnyObject {
     func send(head: [UInt8], host: String, port: UInt16, timeoutNanos: Int64,
+              completion: @escaping (SubrequestOutcome) -> Void)
+    /// `request` (head and body) to a target the proxy resolved (HTTP or HTTPS).
+    func send(_ request: [UInt8], to target: SubrequestTarget, timeoutNanos: Int64,
               completion: @escaping (SubrequestOutcome) -> Void)
 }

@@ -1567,6 +1567,14 @@ final class DownstreamConnection: SocketConnection {
     private func sendFilterReply(_ context: FilterContext) {
         let reply = context.reply
         let metrics = routing.metrics
+        if !reply.isError {
+            // An answer of the proxy's own that is no error (an OIDC redirect, /oauth2/auth's 202).
+            let body = reply.body.map { context.bytes($0) }
+            sendLocalReply(reply.reason, close: pendingFraming != .none, status: reply.status, body: body, marksError: false) { out in
+                out.append(from: context.scratch, offset: reply.headerLines.lowerBound, count: reply.headerLines.count)
+            }
+            return
+        }
         if reply.reason == .rateLimited, let route {
             metrics.add(metrics.layout.rateLimited + route.metricsIndex)
         } else if reply.reason == .unauthenticated || reply.reason == .forbidden || reply.reason == .authUnavailable {
@@ -1584,10 +1592,11 @@ final class DownstreamConnection: SocketConnection {
 
     /// `body`: a body other than the reason's text (its content-type comes in `extraHeaders`).
     func sendLocalReply(_ reason: LocalReplyReason, close closeAfter: Bool, status explicitStatus: Int = 0,
-                        body: (UnsafePointer<UInt8>, Int)? = nil, extraHeaders: ((ByteBuffer) -> Void)? = nil) {
+                        body: (UnsafePointer<UInt8>, Int)? = nil, marksError: Bool = true,
+                        extraHeaders: ((ByteBuffer) -> Void)? = nil) {
         let out = output()
         if out.writableBytes < 8192 { out.compact() }
-        errorReason = reason
+        if marksError { errorReason = reason }
         let status = explicitStatus != 0 ? explicitStatus : reason.status
         responseStatus = status
         responseStarted = true
@@ -1601,8 +1610,10 @@ final class DownstreamConnection: SocketConnection {
         let bodyLength = body.map { min($0.1, max(0, out.writableBytes - 1024)) } ?? message.utf8CodeUnitCount
         out.append(body == nil ? "content-type: text/plain\r\ncontent-length: " : "content-length: ")
         out.appendDecimal(Int64(bodyLength))
-        out.append("\r\nx-outrider-error: ")
-        out.append(reason.token)
+        if marksError {
+            out.append("\r\nx-outrider-error: ")
+            out.append(reason.token)
+        }
         out.append("\r\n")
         if let meta, !metaRequestID.isEmpty {
             out.append("x-request-id: ")

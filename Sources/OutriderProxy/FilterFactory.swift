@@ -89,10 +89,27 @@ enum FilterFactory {
             case .sha256(let digest): return AuthFilter.APIKey(name: entry.name, secret: .sha256(digest))
             }
         }
+        var oidc: AuthFilter.OIDCSettings?
+        if let config = auth.oidc {
+            let discovery = OIDCDiscovery(issuer: config.issuer, clientID: config.clientID,
+                                          extraAudiences: config.extraAudiences, caFile: config.caFile,
+                                          refresh: config.discoveryRefresh)
+            context.register(discovery)
+            oidc = AuthFilter.OIDCSettings(
+                provider: discovery, clientID: config.clientID, clientSecret: config.clientSecret,
+                redirectURL: config.redirectURL, callbackPath: config.callbackPath, cookieSecret: config.cookieSecret,
+                scopes: config.scopes, cookieName: config.cookieName,
+                cookieExpireSeconds: config.cookieExpire.components.seconds,
+                cookieRefreshSeconds: config.cookieRefresh.components.seconds,
+                passAccessToken: config.passAccessToken, setAuthorizationHeader: config.setAuthorizationHeader,
+                emailClaim: config.emailClaim, groupsClaim: config.groupsClaim,
+                clientSecretPost: config.tokenEndpointAuth == .post, endSession: config.endSession,
+                postLogoutRedirectURL: config.postLogoutRedirectURL, timeoutNanos: config.timeout.nanoseconds)
+        }
         return AuthFilter(realm: auth.realm,
                           anonymous: auth.allowAnonymous.map { .init(pathPrefix: $0.pathPrefix, methods: $0.methods) },
                           apiKeyHeader: auth.apiKey?.header, apiKeys: keys,
                           passwords: (auth.basic?.entries ?? []).map { .init(user: $0.user, hash: $0.hash) },
-                          jwt: jwt, external: external, build: context)
+                          jwt: jwt, external: external, oidc: oidc, build: context)
     }
 }

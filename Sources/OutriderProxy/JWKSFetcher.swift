@@ -145,6 +145,12 @@ final class JWKSFetcher: JWTKeySource, @unchecked Sendable {
     /// GET over a blocking connection (TLS with certificate and host-name verification for
     /// https), read to EOF, at most 1 MiB.
     private func get() throws(FetchError) -> [UInt8] {
+        try Self.blockingGet(location, caPath: nil)
+    }
+
+    /// GET over a blocking connection (TLS with certificate and host-name verification against
+    /// `caPath`, or the system CAs, for https), read to EOF, at most 1 MiB; the body of a 200.
+    static func blockingGet(_ location: Location, caPath: String?) throws(FetchError) -> [UInt8] {
         let addresses: [SocketAddress]
         do { addresses = try SocketAddress.resolve(host: location.host, port: location.port) } catch {
             throw FetchError(description: error.description)
@@ -161,13 +167,18 @@ final class JWKSFetcher: JWTKeySource, @unchecked Sendable {
             defer { SSL_CTX_free(context) }
             _ = coutrider_ssl_ctx_set_min_proto_version(context, TLS1_2_VERSION)
             SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
-            guard SSL_CTX_set_default_verify_paths(context) == 1, let ssl = SSL_new(context) else {
+            let trusted = caPath.map { SSL_CTX_load_verify_locations(context, $0, nil) } ?? SSL_CTX_set_default_verify_paths(context)
+            guard trusted == 1, let ssl = SSL_new(context) else {
                 throw FetchError(description: "TLS setup failed")
             }
             defer { SSL_free(ssl) }
             _ = SSL_set_fd(ssl, fd)
-            _ = coutrider_ssl_set_tlsext_host_name(ssl, location.host)
-            _ = SSL_set1_host(ssl, location.host)
+            if SocketAddress.literal(host: location.host, port: location.port) == nil {
+                _ = coutrider_ssl_set_tlsext_host_name(ssl, location.host)
+                _ = SSL_set1_host(ssl, location.host)
+            } else if let parameters = SSL_get0_param(ssl) {
+                _ = X509_VERIFY_PARAM_set1_ip_asc(parameters, location.host)
+            }
             guard SSL_connect(ssl) == 1 else {
                 let verify = SSL_get_verify_result(ssl)
                 ERR_clear_error()

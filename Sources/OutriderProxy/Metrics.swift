@@ -10,7 +10,7 @@ final class MetricsLayout: @unchecked Sendable {
     static let codes = 500                      // status 100...599
     static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
     static let durationBoundsMicros: [Int64] = durationBounds.map { Int64($0 * 1_000_000) }
-    static let authMethods = ["none", "api_key", "basic", "jwt", "external"]
+    static let authMethods = ["none", "api_key", "basic", "jwt", "external", "oidc"]
     static let authReasons = ["missing_credentials", "invalid_credentials", "denied", "unavailable", "overloaded"]
     static let retryReasons = RetryReason.allCases.map(\.label)
     /// Why an HTTP/2 client connection was closed by us (`HTTP2SessionFailure.Kind`).

@@ -258,6 +258,10 @@ public final class ProxyServer: @unchecked Sendable {
         let layout = MetricsLayout(runtime: nextRuntime)
         let routings = workers.map { WorkerRouting(runtime: nextRuntime, metrics: WorkerMetrics(layout: layout), workerID: $0.id) }
         let services = Self.resolveServices(next)
+        // An unchanged OIDC provider keeps serving logins across the reload with what it knew.
+        for case let discovery as OIDCDiscovery in nextRuntime.jwksFetchers {
+            discovery.adopt(from: runtime.jwksFetchers)
+        }
         for fetcher in nextRuntime.jwksFetchers { fetcher.start() }
         let nextDNS = DNSRefresher(runtime: nextRuntime)
         do { try nextDNS.start() } catch { OperationalLog.error("dns refresher not started", ["error": error.description]) }

@@ -19,8 +19,9 @@ final class ProxyRuntime: @unchecked Sendable {
     /// Health, ejections and circuit-breaker counts, shared by the workers.
     let shared: SharedUpstreamState
     let workerCount: Int
-    /// Background key fetchers of `jwks_uri` filters; started and stopped with the server.
-    let jwksFetchers: [JWKSFetcher]
+    /// Background key fetchers of `jwks_uri` filters and OIDC discovery; started and stopped
+    /// with the server.
+    let jwksFetchers: [BackgroundService]
 
     init(config: OutriderConfiguration, workerCount: Int) throws(FilterFactory.BuildError) {
         self.config = config
@@ -55,7 +56,7 @@ final class ProxyRuntime: @unchecked Sendable {
             }
         }
         self.listeners = listeners
-        jwksFetchers = build.services.compactMap { $0 as? JWKSFetcher }
+        jwksFetchers = build.services.compactMap { $0 as? BackgroundService }
         maxHeaders = max(1, config.listeners.map(\.limits.maxHeaders).max() ?? 100)
         maxHeaderBytes = config.listeners.map(\.limits.maxHeaderBytes).max() ?? 65536
     }

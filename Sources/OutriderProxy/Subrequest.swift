@@ -4,6 +4,7 @@ import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
+import OutriderTLS
 
 /// HTTP/1.1 requests from a worker's loop to another service (the external auth service): one
 /// connection per request (`connection: close`), the answer read to EOF, bounded.
@@ -28,6 +29,42 @@ final class SubrequestClient: OutriderFilters.SubrequestClient {
         }
         let connection = SubrequestConnection(worker: worker)
         connection.start(address: address, head: head, deadline: worker.loop.now + timeoutNanos, completion: completion)
+    }
+
+    /// To a target resolved by the proxy (the OIDC token endpoint), over TLS for https.
+    func send(_ request: [UInt8], to target: SubrequestTarget, timeoutNanos: Int64,
+              completion: @escaping (SubrequestOutcome) -> Void) {
+        let connection = SubrequestConnection(worker: worker)
+        guard let resolved = target.connectHandle as? ResolvedTarget else {
+            let loop = worker.loop
+            nonisolated(unsafe) let deferred = completion
+            loop.post { deferred(.failed) }
+            return
+        }
+        if let context = resolved.tls {
+            do {
+                connection.tls = try TLSEngine(client: context, serverName: target.host)
+            } catch {
+                OperationalLog.error("tls client setup failed", ["host": target.host, "error": error.description])
+                let loop = worker.loop
+                nonisolated(unsafe) let deferred = completion
+                loop.post { deferred(.failed) }
+                return
+            }
+        }
+        connection.start(address: resolved.address, head: request, deadline: worker.loop.now + timeoutNanos,
+                         completion: completion)
+    }
+}
+
+/// Where a `SubrequestTarget` connects: an address resolved off the loop, and the TLS client
+/// context for https.
+final class ResolvedTarget: @unchecked Sendable {
+    let address: SocketAddress
+    let tls: TLSClientContext?
+    init(address: SocketAddress, tls: TLSClientContext?) {
+        self.address = address
+        self.tls = tls
     }
 }
 
@@ -93,13 +130,21 @@ final class SubrequestConnection: SocketConnection {
                     buffer.clear()
                 }
                 if received.count > Self.maxResponseBytes { finish(.failed); return }
+                // A response framed by content-length or chunked is done when complete; the
+                // server need not close first (nor send close_notify over TLS).
+                if let response = parseHTTPResponse(received, atEOF: false) { finish(.response(response)); return }
             case .wouldBlock:
                 return
             case .closed:
                 finish(parse())
                 return
             case .failed:
-                finish(.failed)
+                // A TLS peer that closed without close_notify after a close-delimited body.
+                if tls != nil, peerClosed || tlsFailed, let response = parseHTTPResponse(received) {
+                    finish(.response(response))
+                } else {
+                    finish(.failed)
+                }
                 return
             }
         }
@@ -123,7 +168,8 @@ final class SubrequestConnection: SocketConnection {
 
 /// Status, headers and body of a whole HTTP/1.x response read to EOF (framed by
 /// content-length, chunked, or the close); nil when it is not one.
-func parseHTTPResponse(_ received: [UInt8]) -> SubrequestResponse? {
+func parseHTTPResponse(_ received: [UInt8], atEOF: Bool = true) -> SubrequestResponse? {
+    if received.isEmpty { return nil }
     let buffer = ByteBuffer(capacity: received.count + 1)
     received.withUnsafeBufferPointer { _ = buffer.append($0.baseAddress!, count: $0.count) }
     var parser = HeadParser(kind: .response, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 200))
@@ -136,6 +182,7 @@ func parseHTTPResponse(_ received: [UInt8]) -> SubrequestResponse? {
         status = parser.parse(buffer, headers: table, head: &head)
     }
     guard status == .complete else { return nil }
+    if !atEOF && !head.isChunked && head.contentLength < 0 { return nil }
     var headers: [(name: [UInt8], value: [UInt8])] = []
     for index in 0..<table.count {
         let entry = table[index]

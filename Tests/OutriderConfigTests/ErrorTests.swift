@@ -393,12 +393,11 @@ func at(_ line: Int, _ column: Int, _ message: String) -> String {
                 protocols: [http1, h2]
                 routes:
                   - filters:
-                      - auth: { realm: app, api_key: { keys_file: /nonexistent/keys }, oidc: { issuer: x } }
+                      - auth: { realm: app, api_key: { keys_file: /nonexistent/keys } }
             """
         #expect(errorLines(yaml) == [
             at(3, 24, "protocol 'h2' needs tls; use h2c for cleartext HTTP/2"),
             at(6, 55, "cannot read keys_file '/nonexistent/keys': No such file or directory"),
-            at(6, 76, "'oidc' is not supported yet"),
         ])
     }
 

@@ -374,7 +374,7 @@ final class CredentialsFixture {
             - rate_limit: { rps: 1 }
             - headers: { req: {}, response: { delete: [] } }
             """)) == [
-            atBody(2, 5, "unknown key 'relm' in auth; expected one of: realm, allow_anonymous, api_key, basic, jwt, external"),
+            atBody(2, 5, "unknown key 'relm' in auth; expected one of: realm, allow_anonymous, api_key, basic, jwt, external, oidc"),
             atBody(3, 5, "api_key is missing required key 'keys_file'"),
             atBody(3, 27, "unknown key 'keys' in api_key; expected one of: header, keys_file"),
             atBody(4, 5, "basic is missing required key 'htpasswd'"),
@@ -403,10 +403,13 @@ final class CredentialsFixture {
             - auth: { oidc: ~ }
             - auth: []
             """)) == [
-            atBody(1, 3, "auth needs at least one method: api_key, basic, jwt, external"),
-            atBody(2, 3, "auth needs at least one method: api_key, basic, jwt, external"),
-            atBody(3, 11, "'oidc' is not supported yet"),
-            atBody(4, 3, "auth needs at least one method: api_key, basic, jwt, external"),
+            atBody(1, 3, "auth needs at least one method: api_key, basic, jwt, external, oidc"),
+            atBody(2, 3, "auth needs at least one method: api_key, basic, jwt, external, oidc"),
+            atBody(3, 11, "oidc is missing required key 'client_id'"),
+            atBody(3, 11, "oidc is missing required key 'client_secret'"),
+            atBody(3, 11, "oidc is missing required key 'redirect_url'"),
+            atBody(3, 11, "oidc is missing required key 'cookie_secret'"),
+            atBody(4, 3, "auth needs at least one method: api_key, basic, jwt, external, oidc"),
             atBody(5, 9, "expected a mapping for auth, got a list"),
         ])
     }
@@ -904,5 +907,209 @@ final class CredentialsFixture {
         for bad in ["", "aGk", "a===", "aG=k", "aGk=aGk=", "aG-_"] {
             #expect(Base64.decode(bad) == nil, "\(bad)")
         }
+    }
+}
+
+// MARK: - OIDC
+
+/// A 32-byte secret, base64 (openssl rand -base64 32).
+let cookieSecret32 = "q2Jj3Hh9yqAa0m6a2ybqY0s1Qb3Vb2Hf3Z1v9Jm4uXU="
+
+@Suite struct OIDCConfigTests {
+    @Test func minimalAndDefaults() throws {
+        let files = CredentialsFixture()
+        let filters = try files.load("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example/realms/app/
+                  client_id: app
+                  client_secret: s3cret
+                  redirect_url: https://app.example/oauth2/callback
+                  cookie_secret: \(cookieSecret32)
+            """)
+        guard case .auth(let auth) = filters.first, let oidc = auth.oidc else {
+            Issue.record("no oidc config")
+            return
+        }
+        #expect(oidc.issuer == "https://idp.example/realms/app")
+        #expect(oidc.clientID == "app" && oidc.clientSecret == "s3cret")
+        #expect(oidc.redirectURL == "https://app.example/oauth2/callback" && oidc.callbackPath == "/oauth2/callback")
+        #expect(oidc.cookieSecret.count == 32)
+        #expect(oidc.scopes == ["openid", "email", "profile"])
+        #expect(oidc.cookieName == "_oauth2_proxy")
+        #expect(oidc.cookieExpire == .seconds(168 * 3600) && oidc.cookieRefresh == .zero)
+        #expect(!oidc.passAccessToken && !oidc.setAuthorizationHeader && !oidc.endSession)
+        #expect(oidc.emailClaim == "email" && oidc.groupsClaim == "groups")
+        #expect(oidc.tokenEndpointAuth == .basic)
+        #expect(oidc.timeout == .seconds(5) && oidc.discoveryRefresh == .seconds(300))
+        #expect(oidc.caFile == nil && oidc.extraAudiences.isEmpty && oidc.postLogoutRedirectURL == nil)
+    }
+
+    @Test func everyKey() throws {
+        let files = CredentialsFixture()
+        let ca = files.write("ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        let filters = try files.load("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: ${env:SECRET}
+                  redirect_url: https://app.example/auth/cb?x=1
+                  cookie_secret: q2Jj3Hh9yqAa0m6a2ybqY0s1Qb3Vb2Hf3Z1v9Jm4uXU
+                  scopes: [openid, email, groups, offline_access]
+                  cookie_name: _app_session
+                  cookie_expire: 12h
+                  cookie_refresh: 1h
+                  pass_access_token: true
+                  set_authorization_header: true
+                  email_claim: mail
+                  groups_claim: roles
+                  token_endpoint_auth: post
+                  end_session: true
+                  post_logout_redirect_url: https://app.example/bye
+                  ca_file: ca.pem
+                  extra_audiences: [api]
+                  timeout: 2s
+                  discovery_refresh: 1m
+            """.replacingOccurrences(of: "${env:SECRET}", with: "plain-secret"))
+        guard case .auth(let auth) = filters.first, let oidc = auth.oidc else {
+            Issue.record("no oidc config")
+            return
+        }
+        #expect(oidc.callbackPath == "/auth/cb")
+        #expect(oidc.cookieSecret.count == 32)
+        #expect(oidc.scopes == ["openid", "email", "groups", "offline_access"])
+        #expect(oidc.cookieName == "_app_session")
+        #expect(oidc.cookieExpire == .seconds(12 * 3600) && oidc.cookieRefresh == .seconds(3600))
+        #expect(oidc.passAccessToken && oidc.setAuthorizationHeader && oidc.endSession)
+        #expect(oidc.emailClaim == "mail" && oidc.groupsClaim == "roles")
+        #expect(oidc.tokenEndpointAuth == .post)
+        #expect(oidc.postLogoutRedirectURL == "https://app.example/bye")
+        #expect(oidc.caFile == ca)
+        #expect(oidc.extraAudiences == ["api"])
+        #expect(oidc.timeout == .seconds(2) && oidc.discoveryRefresh == .seconds(60))
+    }
+
+    @Test func loopbackHTTPIssuerOnly() throws {
+        let files = CredentialsFixture()
+        func body(_ issuer: String) -> String {
+            """
+            - auth:
+                oidc:
+                  issuer: \(issuer)
+                  client_id: app
+                  client_secret: s
+                  redirect_url: http://127.0.0.1:4180/oauth2/callback
+                  cookie_secret: \(cookieSecret32)
+            """
+        }
+        #expect(files.errors(body("http://127.0.0.1:9000")).isEmpty)
+        #expect(files.errors(body("http://[::1]:9000/idp")).isEmpty)
+        #expect(files.errors(body("http://idp.example")) == [
+            files.at(3, 15, "invalid issuer 'http://idp.example': the issuer must be https:// (http:// only on a loopback address such as http://127.0.0.1:PORT)"),
+        ])
+        #expect(files.errors(body("http://10.0.0.1:9000")).count == 1)
+        #expect(files.errors(body("http://127.0.0.1.evil.example:9000")).count == 1)
+        #expect(files.errors(body("idp.example")) == [files.at(3, 15, "invalid issuer 'idp.example': expected an https:// URL")])
+        #expect(files.errors(body("https://idp.example/?x=1")) == [
+            files.at(3, 15, "invalid issuer 'https://idp.example/?x=1': no query or fragment"),
+        ])
+    }
+
+    @Test func cookieSecretMustBe32Bytes() {
+        let files = CredentialsFixture()
+        func body(_ secret: String) -> String {
+            """
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: s
+                  redirect_url: https://app.example/oauth2/callback
+                  cookie_secret: "\(secret)"
+            """
+        }
+        #expect(files.errors(body("c2hvcnQ=")) == [
+            files.at(7, 22, "cookie_secret must be 32 random bytes, base64-encoded (openssl rand -base64 32); got 5 bytes"),
+        ])
+        #expect(files.errors(body("not base64!")) == [
+            files.at(7, 22, "cookie_secret must be 32 random bytes, base64-encoded (openssl rand -base64 32); got not base64"),
+        ])
+        #expect(files.errors(body("0123456789abcdef0123456789abcdef")) == [
+            files.at(7, 22, "cookie_secret must be 32 random bytes, base64-encoded (openssl rand -base64 32); got 24 bytes"),
+        ])
+    }
+
+    @Test func otherMistakes() {
+        let files = CredentialsFixture()
+        #expect(files.errors("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: s
+                  redirect_url: /oauth2/callback
+                  cookie_secret: \(cookieSecret32)
+                  scopes: [email, "a b"]
+                  cookie_name: "bad name"
+                  cookie_expire: 1h
+                  cookie_refresh: 2h
+                  token_endpoint_auth: jwt
+                  post_logout_redirect_url: https://app.example/bye
+                  ca_file: missing.pem
+                  cookie_domain: example.com
+            """) == [
+                        files.at(6, 21, "invalid redirect_url '/oauth2/callback': expected an http:// or https:// URL"),
+            files.at(8, 15, "'scopes' must include openid"),
+            files.at(8, 23, "invalid scope 'a b': printable ASCII without spaces, quotes or backslashes"),
+            files.at(9, 20, "invalid cookie_name 'bad name': a token (letters, digits, !#$%&'*+-.^_`|~), at most 64 characters"),
+            files.at(11, 23, "cookie_refresh must be shorter than cookie_expire (1h)"),
+            files.at(12, 28, "invalid value 'jwt' for 'token_endpoint_auth'; expected one of: basic, post"),
+            files.at(13, 33, "post_logout_redirect_url needs end_session: true"),
+            files.at(14, 16, "cannot read ca_file '\(files.directory)/missing.pem': No such file or directory"),
+            files.at(15, 7, "unknown key 'cookie_domain' in oidc; expected one of: issuer, client_id, client_secret, redirect_url, cookie_secret, scopes, cookie_name, cookie_expire, cookie_refresh, pass_access_token, set_authorization_header, email_claim, groups_claim, token_endpoint_auth, end_session, post_logout_redirect_url, ca_file, extra_audiences, timeout, discovery_refresh"),
+        ])
+    }
+
+    @Test func secretsAreRedacted() throws {
+        let files = CredentialsFixture()
+        let config = try OutriderConfigTests.load(filtersConfig("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: very-secret-value
+                  redirect_url: https://app.example/oauth2/callback
+                  cookie_secret: \(cookieSecret32)
+            """), path: files.configPath)
+        let yaml = config.renderYAML()
+        #expect(!yaml.contains("very-secret-value"))
+        #expect(!yaml.contains(cookieSecret32))
+        #expect(yaml.contains("client_secret: \"<redacted>\""))
+        #expect(yaml.contains("cookie_secret: \"<redacted>\""))
+        #expect(yaml.contains("cookie_name: _oauth2_proxy"))
+
+        // Secrets read from files are shown by their reference, with the absolute path.
+        _ = files.write("client-secret", "from-a-file")
+        _ = files.write("cookie-secret", cookieSecret32 + "\n")
+        let fromFiles = try OutriderConfigTests.load(filtersConfig("""
+            - auth:
+                oidc:
+                  issuer: https://idp.example
+                  client_id: app
+                  client_secret: ${file:client-secret}
+                  redirect_url: https://app.example/oauth2/callback
+                  cookie_secret: ${file:cookie-secret}
+            """), path: files.configPath)
+        guard case .auth(let auth) = fromFiles.listeners[0].routes[0].filters.first, let oidc = auth.oidc else {
+            Issue.record("no oidc config")
+            return
+        }
+        #expect(oidc.clientSecret == "from-a-file" && oidc.cookieSecret.count == 32)
+        let rendered = fromFiles.renderYAML()
+        #expect(rendered.contains("client_secret: \"${file:\(files.directory)/client-secret}\""))
+        #expect(rendered.contains("cookie_secret: \"${file:\(files.directory)/cookie-secret}\""))
+        #expect(!rendered.contains("from-a-file"))
+        #expect(try OutriderConfigTests.load(rendered, path: files.configPath) == fromFiles)
     }
 }
