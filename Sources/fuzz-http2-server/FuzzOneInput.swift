@@ -7,7 +7,8 @@ import OutriderHTTP2
 // sends the connection preface and then the fuzz input as raw frames, against a server that
 // answers every request stream with HEADERS, a small (or, by mode, a 24 KiB) body and trailers,
 // and consumes the DATA it gets. Output is drained with `takeOutput` after every `receive` and
-// every submit; the run stops at `.fatal` (after flushing, as the proxy does). Must not crash,
+// every submit; the run stops at `.fatal` (after flushing, as the proxy does) or once the
+// session has failed on its own (its GOAWAY went out: the proxy closes then). Must not crash,
 // trip ASan or leak (LeakSanitizer checks every input whose mallocs and frees do not balance).
 //
 // Input layout: 1 control byte, then the frames.
@@ -25,8 +26,9 @@ import OutriderHTTP2
 //   a refused stream (431) was never seen and is never heard of again;
 // - received header fields are what the proxy may turn into HTTP/1: names non-empty,
 //   lower-case tokens (pseudo-headers only first), values without NUL, CR or LF;
-// - the session keeps no more streams than the delegate has open, plus the refused ones, plus
-//   one whose head is still arriving (a stream dropped without a close would pile up);
+// - once the output is taken, the session keeps no more streams than the delegate has open,
+//   plus the refused ones, plus one whose head is still arriving (a stream dropped without a
+//   close would pile up);
 // - the output is a well-formed sequence of frames starting with the server's SETTINGS, of
 //   types a server sends, HEADERS and DATA only on client-initiated (odd) streams.
 //
@@ -113,7 +115,6 @@ func runConnection(_ wire: [UInt8], control: UInt8) {
             let count = min(piece, bytes.count - offset)
             let result = session.receive(bytes.baseAddress! + offset, count)
             offset += count
-            server.checkStreamCount(session)
             if case .fatal = result {
                 precondition(session.failure != nil, "fatal without a failure")
                 output.drain(session, server)
@@ -123,6 +124,9 @@ func runConnection(_ wire: [UInt8], control: UInt8) {
             if first && mode.shutdown { session.announceShutdown() }
             first = false
             output.drain(session, server)
+            // nghttp2 ended the session on its own (a protocol error): known once its GOAWAY
+            // went out; the proxy closes the connection then (HTTP2Downstream.pumpOutput).
+            if session.failure != nil { return }
             server.checkStreamCount(session)
         }
         if mode.shutdown {
@@ -243,8 +247,10 @@ final class FuzzServer: HTTP2SessionDelegate {
         for stream in bodies { pumpBody(session, stream) }
     }
 
-    /// The session's streams: those the delegate has open, the refused ones (answered by the
-    /// session; their close is not reported), and one whose head block is still arriving.
+    /// The session's streams, once its output was taken (a stream refused by nghttp2 — invalid
+    /// headers — stays until its RST_STREAM goes out): those the delegate has open, the refused
+    /// ones (answered by the session; their close is not reported), and one whose head block is
+    /// still arriving.
     func checkStreamCount(_ session: HTTP2Session) {
         let open = records.values.filter { !$0.closed }.count
         precondition(session.openStreamCount <= open + refusedCount + 1,
