@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
 # Usage: scripts/fuzz.sh TARGET SECONDS
+#        scripts/fuzz.sh --list
 #
 # Builds the libFuzzer product for TARGET with -sanitize=fuzzer,address into .build-fuzz, runs
 # it for SECONDS on a copy of Tests/fuzz/TARGET/corpus (plus regressions/) with the target's
-# dictionary, and prints a summary. Crash, leak, timeout and OOM inputs are kept under
-# fuzz-artifacts/TARGET/ (gitignored); copy a real finding to Tests/fuzz/TARGET/regressions/.
-# Exits non-zero when the build fails or the fuzzer finds anything.
+# dictionary (the one *.dict in Tests/fuzz/TARGET/, if any), and prints a summary. Crash, leak,
+# timeout and OOM inputs are kept under fuzz-artifacts/TARGET/ (gitignored); copy a real
+# finding to Tests/fuzz/TARGET/regressions/. Exits non-zero when the build fails or the fuzzer
+# finds anything. FUZZ_BUILD_JOBS=N passes -j N to swift build (a shared machine).
 #
-# Targets: http1-parser → product fuzz-http1-parser.
-# Replay without the sanitizer build: swift build --product fuzz-http1-parser, then run the
-# binary on files or directories (CFuzzerShim's fallback driver runs each input once).
+# Targets (TARGET → product fuzz-TARGET, sources in Sources/fuzz-TARGET/):
+#   http1-parser     HTTP/1 request heads, then chunked bodies, targets, pipelining
+#   http1-response   HTTP/1 response heads as an upstream sends them, chunked bodies, 1xx, reuse
+#   chunked          ChunkedDecoder fed in random pieces into a compacting buffer
+#   path-normalizer  PathNormalizer.normalize against a reference, idempotence
+#   http2-server     HTTP2Session(role: .server) fed raw client frames, answering every request
+#   config-loader    ConfigLoader.load(yaml:) on any text; print-config output loads back equal
+#   jwt              JWK sets, JWT verification, strict base64 and JSON (OutriderFilters/JOSE)
+# Replay without the sanitizer build: swift build --product fuzz-TARGET, then run the binary on
+# files or directories (CFuzzerShim's fallback driver runs each input once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+targets=(http1-parser http1-response chunked path-normalizer http2-server config-loader jwt)
+if [ $# -eq 1 ] && [ "$1" = "--list" ]; then
+  printf '%s\n' "${targets[@]}"
+  exit 0
+fi
 if [ $# -ne 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
-  echo "usage: scripts/fuzz.sh TARGET SECONDS   (TARGET: http1-parser)" >&2
+  echo "usage: scripts/fuzz.sh TARGET SECONDS   (TARGET: ${targets[*]})" >&2
+  echo "       scripts/fuzz.sh --list" >&2
   exit 2
 fi
 target="$1"
 seconds="$2"
-case "$target" in
-  http1-parser) product=fuzz-http1-parser ;;
-  *) echo "fuzz.sh: unknown target '$target' (known: http1-parser)" >&2; exit 2 ;;
-esac
+product=""
+for known in "${targets[@]}"; do
+  if [ "$known" = "$target" ]; then product="fuzz-$target"; fi
+done
+if [ -z "$product" ]; then
+  echo "fuzz.sh: unknown target '$target' (known: ${targets[*]})" >&2
+  exit 2
+fi
 
 fuzz_dir="Tests/fuzz/$target"
 scratch=.build-fuzz
-build=(swift build -c debug --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address --product "$product")
+build=(swift build -c debug --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address --product "$product"
+       --explicit-target-dependency-import-check error)
+if [ -n "${FUZZ_BUILD_JOBS:-}" ]; then build+=(-j "$FUZZ_BUILD_JOBS"); fi
 
 echo "fuzz.sh: building $product (${build[*]})"
 build_log="$(mktemp)"
@@ -50,7 +71,10 @@ if [ -d "$fuzz_dir/regressions" ]; then
   cp -R "$fuzz_dir/regressions/." "$work/regressions/"
   seed_dirs+=("$work/regressions")
 fi
-seeds=$(find "${seed_dirs[@]}" -type f | wc -l)
+seeds=$(find "${seed_dirs[@]}" -type f ! -name .gitkeep | wc -l)
+dict_args=()
+dicts=("$fuzz_dir"/*.dict)
+if [ -e "${dicts[0]}" ]; then dict_args=(-dict="${dicts[0]}"); fi
 
 artifacts="fuzz-artifacts/$target"
 mkdir -p "$artifacts"
@@ -60,7 +84,7 @@ echo "fuzz.sh: running $product for ${seconds}s on $seeds seed input(s); log in 
 set +e
 SWIFT_BACKTRACE=enable=no "$binary" \
   -max_total_time="$seconds" \
-  -dict="$fuzz_dir/http.dict" \
+  "${dict_args[@]}" \
   -max_len=16384 \
   -timeout=30 \
   -rss_limit_mb=4096 \

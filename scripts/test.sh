@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build Outrider, run the Swift unit tests, the integration suite against the release binary,
-# and a short fuzz run of the HTTP/1 parser when scripts/fuzz.sh exists. Exit non-zero when
+# and a short run of every libFuzzer target when scripts/fuzz.sh exists. Exit non-zero when
 # anything fails. Extra arguments are passed to pytest (e.g. scripts/test.sh -k smuggling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,10 +61,17 @@ read -r n_pass n_fail n_skip <<<"$summary"
 if [ "$py_rc" -ne 0 ] && [ "$n_fail" -eq 0 ]; then n_fail=1; fi  # e.g. collection error, no tests
 
 if [ -x scripts/fuzz.sh ]; then
-  stage "fuzz http1-parser 30s"
-  if ! scripts/fuzz.sh http1-parser 30; then
-    status=1; failed_stages+=("fuzz http1-parser")
-  fi
+  # Each target briefly (its build included): the HTTP/1 request parser 30 s, the others 10 s.
+  fuzz_started=$SECONDS
+  for target in $(scripts/fuzz.sh --list); do
+    seconds=10
+    if [ "$target" = http1-parser ]; then seconds=30; fi
+    stage "fuzz $target ${seconds}s"
+    if ! scripts/fuzz.sh "$target" "$seconds"; then
+      status=1; failed_stages+=("fuzz $target")
+    fi
+  done
+  echo "fuzz: every target run in $((SECONDS - fuzz_started)) s, builds included"
 fi
 
 echo

@@ -3,9 +3,11 @@
 // each argument that does not start with '-' is a file or a directory of files, and the
 // callback runs once per file (standard input when no file is named). A crash in the callback
 // crashes this process, so the plain build can replay a corpus or a regression directory.
+#define _GNU_SOURCE
 #include "CFuzzerShim.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,4 +97,41 @@ int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*UserCb)(const uint8_t *Da
     }
     fprintf(stderr, "fuzz replay (built without -sanitize=fuzzer): %d input(s) run, %d error(s)\n", count, failures);
     return failures == 0 ? 0 : 1;
+}
+
+// MARK: ASan poisoning, when ASan is there.
+
+typedef void (*region_function)(const volatile void *, size_t);
+
+// Weak references: resolved when the ASan runtime is linked into the executable, null otherwise.
+extern void __asan_poison_memory_region(const volatile void *, size_t) __attribute__((weak));
+extern void __asan_unpoison_memory_region(const volatile void *, size_t) __attribute__((weak));
+
+static region_function poison_function, unpoison_function;
+static int poisoning_resolved;
+
+static void resolve_poisoning(void) {
+    if (poisoning_resolved) return;
+    poisoning_resolved = 1;
+    poison_function = __asan_poison_memory_region;
+    unpoison_function = __asan_unpoison_memory_region;
+    // A runtime in a shared library, or one that exports its interface only dynamically.
+    if (poison_function == NULL) poison_function = (region_function)dlsym(RTLD_DEFAULT, "__asan_poison_memory_region");
+    if (unpoison_function == NULL) unpoison_function = (region_function)dlsym(RTLD_DEFAULT, "__asan_unpoison_memory_region");
+    if (poison_function == NULL || unpoison_function == NULL) poison_function = unpoison_function = NULL;
+}
+
+void outrider_fuzz_poison(const void *address, size_t size) {
+    resolve_poisoning();
+    if (poison_function != NULL && size > 0) poison_function(address, size);
+}
+
+void outrider_fuzz_unpoison(const void *address, size_t size) {
+    resolve_poisoning();
+    if (unpoison_function != NULL && size > 0) unpoison_function(address, size);
+}
+
+int outrider_fuzz_poisoning_available(void) {
+    resolve_poisoning();
+    return poison_function != NULL;
 }

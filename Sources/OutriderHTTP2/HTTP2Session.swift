@@ -42,6 +42,9 @@ public final class HTTP2Session {
     private var isUnusable = false
     /// A GOAWAY was submitted through `goAway`, so one going out is not the library's own.
     private var applicationSubmittedGoAway = false
+    /// A detector decided to end the session inside a frame callback; nghttp2 is told at the
+    /// next frame header or when `mem_recv` returns (see `terminate`).
+    private var pendingTermination: HTTP2ErrorCode?
 
     private var streams: [Int32: HTTP2Stream] = [:]
     private var streamPool: [HTTP2Stream] = []
@@ -144,9 +147,11 @@ public final class HTTP2Session {
             let processed = nghttp2_session_mem_recv(session, bytes + offset, count - offset)
             if processed < 0 {
                 recordLibraryFailure(Int32(truncatingIfNeeded: processed))
+                if !isUnusable { applyPendingTermination() }
                 return .fatal(failure!)
             }
             // A detector in a callback may have ended the session; nghttp2 then ignores the rest.
+            applyPendingTermination()
             if let failure { return .fatal(failure) }
             // mem_recv takes everything unless a callback paused it; none of ours does.
             if processed == 0 { break }
@@ -181,9 +186,29 @@ public final class HTTP2Session {
 
     /// Ends the session with GOAWAY `code` from inside a detector: nghttp2 ignores all further
     /// input and the owner closes once the GOAWAY is out.
+    ///
+    /// nghttp2 is told at the next frame header (`onBeginFrame`) or when `mem_recv` returns, not
+    /// from the frame callback itself: after a DATA frame's on_frame_recv, nghttp2 1.52 resets
+    /// its input state without checking for a termination (nghttp2 PR #2509 added the check), so
+    /// it would go on parsing the frames after it in the same buffer, and a connection error
+    /// among them (a WINDOW_UPDATE of the wrong length after an empty-DATA flood) would then
+    /// abort the process on `assert(iframe->state == NGHTTP2_IB_IGN_ALL)`. Terminated at a frame
+    /// header, nghttp2 drops the rest of the input at once.
     fileprivate func terminate(_ kind: HTTP2SessionFailure.Kind, code: HTTP2ErrorCode, _ reason: String) {
         fail(kind, code: code, reason)
+        if pendingTermination == nil { pendingTermination = code }
+    }
+
+    private func applyPendingTermination() {
+        guard let code = pendingTermination else { return }
+        pendingTermination = nil
         _ = nghttp2_session_terminate_session(session, code.rawValue)
+    }
+
+    /// A frame header was read (nghttp2 has not acted on the frame yet).
+    fileprivate func onBeginFrame() -> Int32 {
+        applyPendingTermination()
+        return 0
     }
 
     // MARK: Bytes out
@@ -638,6 +663,9 @@ nonisolated(unsafe) private let sessionCallbacks: OpaquePointer = {
     }
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
         owner(userData).onStreamClose(streamID, errorCode)
+    }
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, _, userData in
+        owner(userData).onBeginFrame()
     }
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
         owner(userData).onFrameSent(frame!)

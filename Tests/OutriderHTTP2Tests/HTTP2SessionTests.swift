@@ -476,6 +476,32 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
         #expect(server.isFinished)
     }
 
+    /// Found by the http2-server fuzzer: a frame that is a connection error, in the same read as
+    /// the empty DATA frame that ended the session, used to abort the process inside nghttp2
+    /// 1.52 (`assert(iframe->state == NGHTTP2_IB_IGN_ALL)`), which kept parsing after a DATA
+    /// frame's callback had terminated the session.
+    @Test func emptyDataFrameFloodThenAConnectionErrorInTheSameRead() throws {
+        let client = try HTTP2Session(role: .client)
+        let server = try HTTP2Session(role: .server)
+        let stream = try client.submitRequest(headers: postRequest(), endStream: false)
+        let opening = drainOutput(client)
+        // Two empty DATA frames (the second ends the session), then a WINDOW_UPDATE of length 0
+        // (FRAME_SIZE_ERROR) and a HEADERS that must not reach the delegate.
+        let bytes = opening + frame(type: 0, stream: stream) + frame(type: 0, stream: stream)
+            + frame(type: 8, stream: stream) + frame(type: 1, flags: 0x5, stream: stream + 2, payload: [0x82, 0x84, 0x86])
+        let events = Recorder()
+        server.delegate = events
+        guard case .fatal(let failure) = feed(bytes, to: server) else {
+            Issue.record("empty DATA flood not detected")
+            return
+        }
+        #expect(failure.kind == .emptyFrameFlood)
+        #expect(failure.code == .enhanceYourCalm)
+        #expect(events.heads[stream + 2] == nil)
+        #expect(!drainOutput(server).isEmpty)
+        #expect(server.isFinished)
+    }
+
     @Test func continuationFlood() throws {
         let client = try HTTP2Session(role: .client)
         let server = try HTTP2Session(role: .server)
