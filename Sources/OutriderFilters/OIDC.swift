@@ -115,6 +115,9 @@ final class OIDCFlow: @unchecked Sendable {
     let settings: AuthFilter.OIDCSettings
     let sealer: CookieSealer
     let csrfCookieName: String
+    /// The additional authenticated data of the session and CSRF cookies.
+    let sessionSealName: String
+    let csrfSealName: String
     let usedStates = UsedStates()
     let sessionCacheSlot: Int
     let bearerCacheSlot: Int
@@ -154,6 +157,12 @@ final class OIDCFlow: @unchecked Sendable {
         self.settings = settings
         sealer = CookieSealer(key: settings.cookieSecret)
         csrfCookieName = settings.cookieName + "_csrf"
+        // Sealed for this client and callback too: two oidc filters sharing a cookie_secret
+        // (one Kubernetes Secret) must not accept each other's sessions, or a user the
+        // provider lets into client B only would get into client A.
+        let binding = "\u{0}" + settings.clientID + "\u{0}" + settings.redirectURL
+        sessionSealName = settings.cookieName + binding
+        csrfSealName = csrfCookieName + binding
         sessionCacheSlot = build.allocateCacheSlot()
         bearerCacheSlot = build.allocateCacheSlot()
         callbackPath = ByteString(settings.callbackPath)
@@ -228,6 +237,8 @@ final class OIDCFlow: @unchecked Sendable {
                 return false
             }
         }
+        // As for logins: an email the provider says is unverified names nobody.
+        if Self.emailIsUnverified(verified) { return false }
         let email = verified.claimString(settings.emailClaim)
         guard let user = email ?? verified.claimString("sub") else { return false }
         let groups = groupList(verified.claims[settings.groupsClaim])
@@ -278,7 +289,7 @@ final class OIDCFlow: @unchecked Sendable {
         let expires = context.unixNow + Self.csrfLifetime
         let csrf = "{\"s\":\(jsonQuoted(state)),\"n\":\(jsonQuoted(nonce)),\"v\":\(jsonQuoted(verifier)),"
             + "\"rd\":\(jsonQuoted(String(decoding: returnTo, as: UTF8.self))),\"x\":\(expires)}"
-        guard let sealed = sealer.seal(Array(csrf.utf8), name: csrfCookieName) else {
+        guard let sealed = sealer.seal(Array(csrf.utf8), name: csrfSealName) else {
             return unavailable(context, "sealing the CSRF cookie failed")
         }
         var location = metadata.authorizationEndpoint
@@ -537,7 +548,7 @@ final class OIDCFlow: @unchecked Sendable {
         if let hit = cache.entries[digest] {
             session = hit
         } else {
-            guard let plaintext = sealer.open(value, name: settings.cookieName),
+            guard let plaintext = sealer.open(value, name: sessionSealName),
                   let parsed = OIDCSession(json: plaintext) else { return nil }
             if cache.entries.count >= 4096 { cache.entries.removeAll(keepingCapacity: true) }
             cache.entries[digest] = parsed
@@ -563,6 +574,16 @@ final class OIDCFlow: @unchecked Sendable {
             accessToken: tokens.accessToken, refreshToken: tokens.refreshToken ?? previous?.refreshToken, idToken: idToken)
     }
 
+    /// `email_verified` present and false (or "false"): the email may be anyone's (oauth2-proxy
+    /// refuses such logins too).
+    static func emailIsUnverified(_ verified: VerifiedJWT) -> Bool {
+        switch verified.claims["email_verified"] {
+        case .bool(false)?: return true
+        case .string(let text)?: return text.lowercased() == "false"
+        default: return false
+        }
+    }
+
     private func verifyIDToken(_ token: String, _ metadata: OIDCProviderMetadata, _ context: FilterContext) -> Result<VerifiedJWT, JWTFailure> {
         let result = metadata.verifier.verify(token, now: context.unixNow)
         switch result {
@@ -576,7 +597,8 @@ final class OIDCFlow: @unchecked Sendable {
             default: forUs = false
             }
             if let azp = verified.claims["azp"]?.string, azp != settings.clientID { forUs = false }
-            return forUs ? result : .failure(.wrongAudience)
+            guard forUs else { return .failure(.wrongAudience) }
+            return Self.emailIsUnverified(verified) ? .failure(.unverifiedEmail) : result
         case .failure(let failure):
             if failure == .unknownKey { settings.provider.unknownKeySeen() }
             return result
@@ -652,7 +674,7 @@ final class OIDCFlow: @unchecked Sendable {
 
     private func readCSRF(_ context: FilterContext) -> CSRF? {
         guard let (value, count) = cookieValue(context, Array(csrfCookieName.utf8)),
-              let plaintext = sealer.open(Array(UnsafeBufferPointer(start: value, count: count)), name: csrfCookieName),
+              let plaintext = sealer.open(Array(UnsafeBufferPointer(start: value, count: count)), name: csrfSealName),
               let json = JSONValue.parse(plaintext),
               let state = json["s"]?.string, let nonce = json["n"]?.string, let verifier = json["v"]?.string,
               let rd = json["rd"]?.string, let expires = json["x"]?.int64 else { return nil }
@@ -695,7 +717,7 @@ final class OIDCFlow: @unchecked Sendable {
     /// Set-Cookie lines for a session (split when over 4 KiB), clearing the pieces of the
     /// other form that the browser still has. Empty when it cannot be sealed or does not fit.
     private func sessionCookieLines(_ context: FilterContext, _ session: OIDCSession) -> String {
-        guard let sealed = sealer.seal(Array(session.json().utf8), name: settings.cookieName),
+        guard let sealed = sealer.seal(Array(session.json().utf8), name: sessionSealName),
               sealed.utf8.count <= Self.maxCookiePieces * Self.pieceBytes else { return "" }
         let maxAge = max(1, session.expiresAt - context.unixNow)
         let present = presentSessionCookies(context).names

@@ -191,7 +191,7 @@ final class OIDCDiscovery: OIDCProviderSource, BackgroundService, @unchecked Sen
                                       target: tokenLocation.target, authority: authority,
                                       connectHandle: ResolvedTarget(address: address, tls: tls))
         let verifier = JWTVerifier(keys: keys, algorithms: Self.algorithms, issuer: issuer, audiences: audiences,
-                                   clockSkewSeconds: 30, maxTokenBytes: 32768, requiredClaims: ["sub"])
+                                   clockSkewSeconds: 30, maxTokenBytes: 32768, requiredClaims: ["sub", "exp"])
         return OIDCProviderMetadata(authorizationEndpoint: authorization, tokenEndpoint: target,
                                     endSessionEndpoint: endSession, verifier: verifier)
     }

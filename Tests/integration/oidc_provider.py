@@ -56,6 +56,8 @@ class User:
     email: str | None
     name: str
     groups: list = field(default_factory=list)
+    # False: the provider lets users set an email it never checked (the "nOAuth" case).
+    email_verified: bool = True
 
     def get_user_id(self):
         return self.id
@@ -64,6 +66,8 @@ class User:
 USERS = {
     "alice": User("alice-sub-1", "alice-pw", "alice@example.com", "alice", ["dev", "ops"]),
     "bob": User("bob-sub-2", "bob-pw", None, "bob", []),
+    # claims alice's address without having proven it
+    "mallory": User("mallory-sub-4", "mallory-pw", "alice@example.com", "mallory", [], email_verified=False),
     # enough groups that the ID token, and so the session, is well over 4 KiB
     "big": User("big-sub-3", "big-pw", "big@example.com", "big", [f"group-{i:04d}-{'x' * 24}" for i in range(180)]),
 }
@@ -304,7 +308,7 @@ class Provider:
                 info = UserInfo(sub=user.id, name=user.name, preferred_username=user.name)
                 if user.email:
                     info["email"] = user.email
-                    info["email_verified"] = True
+                    info["email_verified"] = user.email_verified
                 if user.groups:
                     info["groups"] = user.groups
                 return info

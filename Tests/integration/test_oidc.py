@@ -348,6 +348,66 @@ def test_user_without_email_is_identified_by_sub(proxy_factory, upstream, provid
 # Attacks
 
 
+def test_unverified_email_cannot_log_in_as_its_owner(proxy_factory, upstream, provider):
+    """A user whose provider reports email_verified: false for alice's address is refused: the
+    app must never see x-auth-request-user: alice@example.com for him (oauth2-proxy refuses too)."""
+    env = Env(proxy_factory, upstream, provider)
+    b = env.browser()
+    final, hops = b.login(user="mallory")
+    assert final.status_code == 403, (final.status_code, final.text[:200])
+    assert not [r for r in upstream.records if b"alice@example.com" in r.raw_head], "the app saw the claimed email"
+    assert b.cookie("_oauth2_proxy") is None and b.cookie("_oauth2_proxy_0") is None
+    b.close()
+    # alice herself, verified, still gets in
+    b = env.browser()
+    final, _ = b.login(user="alice")
+    assert app_saw(final)["x-auth-request-user"] == "alice@example.com"
+    b.close()
+
+
+def test_session_of_one_client_is_not_accepted_by_another(proxy_factory, upstream, provider):
+    """Two oidc routes with different client_ids share one cookie_secret (one Kubernetes Secret):
+    a session made for client B must not open route A."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    provider.add_client("client-a", "secret-a", [base + "/oauth2/callback"], ("client_secret_basic",))
+    provider.add_client("client-b", "secret-b", [base + "/b/oauth2/callback"], ("client_secret_basic",))
+    def oidc(client, secret, callback):
+        return {"auth": {"realm": "app", "oidc": {"issuer": provider.issuer, "client_id": client, "client_secret": secret,
+                                                   "redirect_url": base + callback, "cookie_secret": COOKIE_SECRET}}}
+    routes = [
+        {"name": "b", "match": {"path_prefix": "/b"}, "cluster": "app", "filters": [oidc("client-b", "secret-b", "/b/oauth2/callback")]},
+        {"name": "a", "match": {"path_prefix": "/"}, "cluster": "app", "filters": [oidc("client-a", "secret-a", "/oauth2/callback")]},
+    ]
+    p = proxy_factory(upstream=upstream, routes=routes, listener={"address": f"127.0.0.1:{port}"}, wait=False)
+    p.port = port
+    p.wait_ready()
+    deadline = time.monotonic() + 10
+    while httpx.get(base + "/b/x", headers={"accept": "text/html"}, timeout=5).status_code != 302:
+        assert time.monotonic() < deadline, "discovery never loaded"
+        time.sleep(0.1)
+    client = httpx.Client(timeout=10, headers={"accept": "text/html"})
+    r = client.get(base + "/b/page")
+    hops = 0
+    while r.status_code in (301, 302, 303) and hops < 10:
+        r = client.get(httpx.URL(str(r.request.url)).join(r.headers["location"]))
+        hops += 1
+    m = re.search(r'<form method="post" action="([^"]+)"', r.text)
+    assert m, r.text[:300]
+    r = client.post(httpx.URL(str(r.request.url)).join(m.group(1).replace("&amp;", "&")),
+                    data={"username": "alice", "password": USERS["alice"].password})
+    while r.status_code in (301, 302, 303) and hops < 20:
+        r = client.get(httpx.URL(str(r.request.url)).join(r.headers["location"]))
+        hops += 1
+    assert r.status_code == 200 and app_saw(r)["x-auth-request-user"] == "alice@example.com", (r.status_code, r.text[:200])
+    # the same browser, with client B's session cookie, on route A: a new login, not a session
+    r = client.get(base + "/a-page", follow_redirects=False)
+    assert r.status_code == 302 and "client_id=client-a" in r.headers["location"], (r.status_code, r.headers)
+    api = client.get(base + "/a-page", headers={"accept": "application/json"}, follow_redirects=False)
+    assert api.status_code == 401
+    client.close()
+
+
 def test_tampered_cookie_is_refused(proxy_factory, upstream, provider):
     env = Env(proxy_factory, upstream, provider)
     b = env.browser()
@@ -660,6 +720,9 @@ def test_bearer_tokens_for_api_clients(proxy_factory, upstream, provider):
         "hs256 with the client secret": jwt.encode({"iss": provider.issuer, "aud": CLIENT_ID, "sub": "x",
                                                     "exp": int(time.time()) + 60}, CLIENT_SECRET * 2, algorithm="HS256"),
         "alg none": jwt.encode({"iss": provider.issuer, "aud": CLIENT_ID, "sub": "x"}, None, algorithm="none") + "x",
+        "email_verified false": provider.mint_id_token(alice, CLIENT_ID, extra={"email_verified": False}),
+        "email_verified \"false\"": provider.mint_id_token(alice, CLIENT_ID, extra={"email_verified": "false"}),
+        "no exp": provider.mint_id_token(alice, CLIENT_ID, extra={"exp": None}),
     }
     other_key.close()
     for why, token in bad.items():

@@ -56,6 +56,8 @@ public enum JWTFailure: String, Sendable, Error {
     case wrongAudience
     /// A claim listed in `requiredClaims` is absent (or null).
     case missingClaim
+    /// OIDC: `email_verified` is false, so the email cannot name the user.
+    case unverifiedEmail
 }
 
 public struct VerifiedJWT: Sendable {
