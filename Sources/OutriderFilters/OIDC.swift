@@ -308,15 +308,16 @@ final class OIDCFlow: @unchecked Sendable {
         guard let csrf = readCSRF(context) else {
             return refuse(context, "login failed: the login cookie is missing, expired or invalid; start again")
         }
-        if let error = queryParameter(context, "error") {
-            let text = String(decoding: error.prefix(100).filter { $0 >= 0x20 && $0 < 0x7F }, as: UTF8.self)
-            return refuse(context, "login failed: the provider answered \(text)", clearCSRF: true)
-        }
+        // State first: a cross-site link carrying only `error=` must not end a login in progress.
         guard let state = queryParameter(context, "state"),
               state.withUnsafeBytes({ presented in
                   Array(csrf.state.utf8).withUnsafeBytes { expected in constantTimeEquals(presented, expected) }
               }) else {
-            return refuse(context, "login failed: state does not match the login cookie", clearCSRF: true)
+            return refuse(context, "login failed: state does not match the login cookie", clearCSRF: false)
+        }
+        if let error = queryParameter(context, "error") {
+            let text = String(decoding: error.prefix(100).filter { $0 >= 0x20 && $0 < 0x7F }, as: UTF8.self)
+            return refuse(context, "login failed: the provider answered \(text)", clearCSRF: true)
         }
         guard let code = queryParameter(context, "code"), !code.isEmpty, code.count <= 4096 else {
             return refuse(context, "login failed: no authorization code", clearCSRF: true)
