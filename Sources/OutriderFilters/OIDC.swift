@@ -1021,8 +1021,12 @@ final class UsedStates: @unchecked Sendable {
         if let until = entries[key], until > now { return false }
         if entries.count >= Self.capacity {
             entries = entries.filter { $0.value > now }
-            // Still full: older logins lose this protection; the provider's single-use codes remain.
-            if entries.count >= Self.capacity { entries.removeAll() }
+            if entries.count >= Self.capacity {
+                // Still full (someone is minting logins fast): the tenth closest to expiring goes,
+                // so recent logins keep their protection; the provider's single-use codes remain.
+                let cutoff = entries.values.sorted()[Self.capacity / 10]
+                entries = entries.filter { $0.value > cutoff }
+            }
         }
         entries[key] = expires
         return true

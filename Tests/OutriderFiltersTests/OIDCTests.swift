@@ -101,6 +101,20 @@ struct OIDCTests {
         // After the login it belonged to has expired, the entry no longer matters.
         #expect(states.claim("abc", expires: 300, now: 150))
     }
+
+    @Test func usedStatesKeepRecentLoginsWhenFull() {
+        let states = UsedStates()
+        // A flood of minted logins fills the registry; a real login's state, used once just
+        // before, must stay refused, while the oldest of the flood make room.
+        for index in 0..<(UsedStates.capacity - 1) {
+            #expect(states.claim("flood-\(index)", expires: 1000 + Int64(index), now: 10))
+        }
+        #expect(states.claim("real-login", expires: 5_000_000, now: 10))
+        #expect(states.claim("one-more", expires: 2_000_000, now: 11))
+        #expect(!states.claim("real-login", expires: 5_000_000, now: 12))
+        #expect(states.claim("flood-0", expires: 3_000_000, now: 12))
+        #expect(!states.claim("flood-\(UsedStates.capacity - 2)", expires: 3_000_000, now: 12))
+    }
 }
 
 struct SplitMix {
