@@ -383,11 +383,7 @@ final class HTTP2StreamBridge: VirtualPeer {
     private(set) var refusal: LocalReplyReason = .badRequest
 
     // Request side.
-    private var pendingBody: ByteBuffer?
-    private var requestChunked = false
-    private var requestDone = false
-    private var endWritten = false
-    private var trailerLines: ByteBuffer?
+    private var body = HTTP2BodyRelay()
     private var declaredLength: Int64 = -1
     private var receivedLength: Int64 = 0
     private var requestIsHead = false
@@ -411,9 +407,7 @@ final class HTTP2StreamBridge: VirtualPeer {
     /// cannot be one.
     func begin(stream: Int32, headers: HTTP2HeaderBlock, endStream: Bool, into out: ByteBuffer) -> Bool {
         self.stream = stream
-        requestChunked = false
-        requestDone = endStream
-        endWritten = false
+        body.start(chunked: false, ended: endStream)
         declaredLength = -1
         receivedLength = 0
         clientReset = false
@@ -450,7 +444,7 @@ final class HTTP2StreamBridge: VirtualPeer {
                 // Nothing waits for a 100 here: the body comes as the window allows.
                 continue
             case .contentLength:
-                guard let length = parseLength(value) else { refusal = .badRequest; return false }
+                guard let length = parseContentLength(value) else { refusal = .badRequest; return false }
                 declaredLength = length
             default:
                 if name.count == 6 && equalsLowercase(name.baseAddress!, 6, "cookie") {
@@ -479,7 +473,7 @@ final class HTTP2StreamBridge: VirtualPeer {
         }
         if declaredLength < 0 {
             if !endStream {
-                requestChunked = true
+                body.chunked = true
                 out.append("transfer-encoding: chunked\r\n")
             } else if headers.method == .post || headers.method == .put || headers.method == .patch {
                 out.append("content-length: 0\r\n")
@@ -500,37 +494,22 @@ final class HTTP2StreamBridge: VirtualPeer {
             connection.credit(stream, count)
             return
         }
-        let pending = pendingBody ?? worker.buffers.acquire()
-        pendingBody = pending
-        if pending.writableBytes < count { pending.compact() }
-        guard pending.writableBytes >= count else {
+        guard body.append(bytes, count, pool: worker.buffers) else {
             // Beyond the stream window we announced: the client broke flow control.
             connection.reset(stream, .flowControlError)
             exchange.close()
             return
         }
-        pending.append(bytes, count: count)
         exchange.virtualInputArrived()
     }
 
     func trailersArrived(_ trailers: HTTP2HeaderBlock) {
-        // Only a chunked body can carry them in HTTP/1.1.
-        guard requestChunked, exchange != nil else { return }
-        let lines = trailerLines ?? worker.buffers.acquire()
-        trailerLines = lines
-        for index in 0..<trailers.count where trailers[index].pseudo == .none {
-            let name = trailers.name(at: index)
-            let value = trailers.value(at: index)
-            guard lines.writableBytes >= name.count + value.count + 8 else { break }
-            lines.append(name.baseAddress!, count: name.count)
-            lines.append(": ")
-            lines.append(value.baseAddress!, count: value.count)
-            lines.append("\r\n")
-        }
+        guard exchange != nil else { return }
+        body.appendTrailers(trailers, pool: worker.buffers)
     }
 
     func requestEnded() {
-        requestDone = true
+        body.ended = true
         exchange?.virtualInputArrived()
     }
 
@@ -565,54 +544,16 @@ final class HTTP2StreamBridge: VirtualPeer {
     }
 
     private func releaseBuffers() {
-        if let buffer = pendingBody { worker.buffers.release(buffer); pendingBody = nil }
-        if let buffer = trailerLines { worker.buffers.release(buffer); trailerLines = nil }
+        body.release(pool: worker.buffers)
     }
 
     // MARK: VirtualPeer
 
     override func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome {
-        var wrote = false
-        if let pending = pendingBody, pending.readableBytes > 0 {
-            let count: Int
-            if requestChunked {
-                count = min(pending.readableBytes, limit - 32)
-                if count > 0 {
-                    buffer.appendHex(UInt64(count))
-                    buffer.append("\r\n")
-                    buffer.append(pending.readPointer, count: count)
-                    buffer.append("\r\n")
-                }
-            } else {
-                count = min(pending.readableBytes, limit)
-                if count > 0 { buffer.append(pending.readPointer, count: count) }
-            }
-            if count <= 0 { return .full }
-            pending.consume(count)
-            connection.credit(stream, count)
-            wrote = true
-            if pending.isEmpty {
-                worker.buffers.release(pending)
-                pendingBody = nil
-            }
-        }
-        if pendingBody == nil && requestDone && requestChunked && !endWritten {
-            let trailerBytes = trailerLines?.readableBytes ?? 0
-            if buffer.writableBytes >= trailerBytes + 8 {
-                buffer.append("0\r\n")
-                if let lines = trailerLines {
-                    buffer.append(lines.readPointer, count: lines.readableBytes)
-                    worker.buffers.release(lines)
-                    trailerLines = nil
-                }
-                buffer.append("\r\n")
-                endWritten = true
-                wrote = true
-            } else if !wrote {
-                return .full
-            }
-        }
-        return wrote ? .data : .wouldBlock
+        var taken = 0
+        let outcome = body.fill(buffer, limit: limit, pool: worker.buffers, taken: &taken)
+        if taken > 0 { connection.credit(stream, taken) }
+        return outcome
     }
 
     override func deliver(_ buffer: ByteBuffer) {
@@ -722,23 +663,8 @@ final class HTTP2StreamBridge: VirtualPeer {
             responseState = .done
         }
         // Request bytes still coming are dropped (and credited) from now on.
-        if let buffer = pendingBody {
-            connection.credit(stream, buffer.readableBytes)
-            worker.buffers.release(buffer)
-            pendingBody = nil
-        }
+        connection.credit(stream, body.release(pool: worker.buffers))
     }
-}
-
-private func parseLength(_ value: UnsafeBufferPointer<UInt8>) -> Int64? {
-    guard value.count > 0, value.count <= 18 else { return nil }
-    var result: Int64 = 0
-    for byte in value {
-        let digit = byte &- UInt8(ascii: "0")
-        guard digit < 10 else { return nil }
-        result = result * 10 + Int64(digit)
-    }
-    return result
 }
 
 extension HTTP2SessionFailure.Kind {

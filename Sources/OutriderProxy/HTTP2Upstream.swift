@@ -399,15 +399,12 @@ final class HTTP2UpstreamStream: VirtualPeer {
 
     // Response side (app → exchange).
     private var responseStarted = false
-    private var responseChunked = false
-    private var responseDone = false
+    /// `body.ended`: the app's END_STREAM came.
+    private var body = HTTP2BodyRelay()
     /// The app's content-length and the body bytes seen: a body read whole lets the exchange
     /// end before END_STREAM is processed, and the stream must not be reset for it.
     private var responseLength: Int64 = -1
     private var responseReceived: Int64 = 0
-    private var endWritten = false
-    private var pendingBody: ByteBuffer?
-    private var trailerLines: ByteBuffer?
 
     init(connection: HTTP2UpstreamConnection) {
         self.connection = connection
@@ -423,11 +420,9 @@ final class HTTP2UpstreamStream: VirtualPeer {
         waitingForRoom = false
         requestIsHead = false
         responseStarted = false
-        responseChunked = false
-        responseDone = false
+        body.start(chunked: false, ended: false)
         responseLength = -1
         responseReceived = 0
-        endWritten = false
     }
 
     // MARK: request
@@ -565,7 +560,7 @@ final class HTTP2UpstreamStream: VirtualPeer {
             let value = headers.value(at: index)
             if entry.kind == .contentLength {
                 hasLength = true
-                responseLength = decimalValue(value) ?? -1
+                responseLength = parseContentLength(value) ?? -1
             }
             out.append(name.baseAddress!, count: name.count)
             out.append(": ")
@@ -574,9 +569,9 @@ final class HTTP2UpstreamStream: VirtualPeer {
         }
         if endStream {
             if !hasLength && !requestIsHead && status != 204 && status != 304 { out.append("content-length: 0\r\n") }
-            responseDone = true
+            body.ended = true
         } else if !hasLength {
-            responseChunked = true
+            body.chunked = true
             out.append("transfer-encoding: chunked\r\n")
         }
         out.append("\r\n")
@@ -589,35 +584,21 @@ final class HTTP2UpstreamStream: VirtualPeer {
             return
         }
         responseReceived += Int64(count)
-        let pending = pendingBody ?? worker.buffers.acquire()
-        pendingBody = pending
-        if pending.writableBytes < count { pending.compact() }
-        guard pending.writableBytes >= count else {
+        guard body.append(bytes, count, pool: worker.buffers) else {
             // Beyond the stream window we announced: the app broke flow control.
             exchange.virtualFailed(.upstreamProtocol, connectFailure: false)
             return
         }
-        pending.append(bytes, count: count)
         exchange.virtualInputArrived()
     }
 
     func responseTrailers(_ trailers: HTTP2HeaderBlock) {
-        guard responseChunked, exchange != nil else { return }
-        let lines = trailerLines ?? worker.buffers.acquire()
-        trailerLines = lines
-        for index in 0..<trailers.count where trailers[index].pseudo == .none {
-            let name = trailers.name(at: index)
-            let value = trailers.value(at: index)
-            guard lines.writableBytes >= name.count + value.count + 8 else { break }
-            lines.append(name.baseAddress!, count: name.count)
-            lines.append(": ")
-            lines.append(value.baseAddress!, count: value.count)
-            lines.append("\r\n")
-        }
+        guard exchange != nil else { return }
+        body.appendTrailers(trailers, pool: worker.buffers)
     }
 
     func responseEnded() {
-        responseDone = true
+        body.ended = true
         exchange?.virtualInputArrived()
     }
 
@@ -625,8 +606,8 @@ final class HTTP2UpstreamStream: VirtualPeer {
     func streamClosed(_ code: HTTP2ErrorCode) {
         // nghttp2 forgot the stream: nothing to reset or credit any more.
         id = 0
-        // A complete response may still wait in `pendingBody`; the exchange releases us.
-        guard let exchange, !responseDone else { return }
+        // A complete response may still wait in `body`; the exchange releases us.
+        guard let exchange, !body.ended else { return }
         // Closing the exchange runs `connectionClosed`, which releases this stream.
         if code == .refusedStream {
             exchange.virtualRefused()
@@ -642,54 +623,16 @@ final class HTTP2UpstreamStream: VirtualPeer {
     }
 
     private func releaseBuffers() {
-        if let buffer = pendingBody { worker.buffers.release(buffer); pendingBody = nil }
-        if let buffer = trailerLines { worker.buffers.release(buffer); trailerLines = nil }
+        body.release(pool: worker.buffers)
     }
 
     // MARK: VirtualPeer
 
     override func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome {
-        var wrote = false
-        if let pending = pendingBody, pending.readableBytes > 0 {
-            let count: Int
-            if responseChunked {
-                count = min(pending.readableBytes, limit - 32)
-                if count > 0 {
-                    buffer.appendHex(UInt64(count))
-                    buffer.append("\r\n")
-                    buffer.append(pending.readPointer, count: count)
-                    buffer.append("\r\n")
-                }
-            } else {
-                count = min(pending.readableBytes, limit)
-                if count > 0 { buffer.append(pending.readPointer, count: count) }
-            }
-            if count <= 0 { return .full }
-            pending.consume(count)
-            if id != 0 { connection.credit(id, count) }
-            wrote = true
-            if pending.isEmpty {
-                worker.buffers.release(pending)
-                pendingBody = nil
-            }
-        }
-        if pendingBody == nil && responseDone && responseChunked && !endWritten {
-            let trailerBytes = trailerLines?.readableBytes ?? 0
-            if buffer.writableBytes >= trailerBytes + 8 {
-                buffer.append("0\r\n")
-                if let lines = trailerLines {
-                    buffer.append(lines.readPointer, count: lines.readableBytes)
-                    worker.buffers.release(lines)
-                    trailerLines = nil
-                }
-                buffer.append("\r\n")
-                endWritten = true
-                wrote = true
-            } else if !wrote {
-                return .full
-            }
-        }
-        return wrote ? .data : .wouldBlock
+        var taken = 0
+        let outcome = body.fill(buffer, limit: limit, pool: worker.buffers, taken: &taken)
+        if taken > 0 && id != 0 { connection.credit(id, taken) }
+        return outcome
     }
 
     override func connectionClosed() {
@@ -698,7 +641,7 @@ final class HTTP2UpstreamStream: VirtualPeer {
         releaseBuffers()
         let unfinished: Bool
         if case .done = requestState {
-            unfinished = !responseDone && !(responseLength >= 0 && !requestIsHead && responseReceived >= responseLength)
+            unfinished = !body.ended && !(responseLength >= 0 && !requestIsHead && responseReceived >= responseLength)
         } else {
             unfinished = true
         }
@@ -749,15 +692,4 @@ func reasonPhrase(_ status: Int) -> StaticString {
     case 504: return "Gateway Timeout"
     default: return "Status"
     }
-}
-
-private func decimalValue(_ value: UnsafeBufferPointer<UInt8>) -> Int64? {
-    guard value.count > 0, value.count <= 18 else { return nil }
-    var result: Int64 = 0
-    for byte in value {
-        let digit = byte &- UInt8(ascii: "0")
-        guard digit < 10 else { return nil }
-        result = result * 10 + Int64(digit)
-    }
-    return result
 }
