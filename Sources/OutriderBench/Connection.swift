@@ -186,7 +186,7 @@ class BenchConnection: LoopHandler {
         guard let tls else { return }
         let scratch = worker.cipherScratch
         while fd >= 0 {
-            let count = Sys.read(fd, scratch.base, scratch.capacity)
+            let count = Sys.receive(fd, scratch.base, scratch.capacity)
             if count > 0 {
                 tls.receiveCiphertext(scratch.base, count)
                 if phase == .handshaking {

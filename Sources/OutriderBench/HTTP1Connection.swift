@@ -73,7 +73,7 @@ final class HTTP1Connection: BenchConnection {
                 // space in big reads, never past its end, and drop it.
                 let scratch = worker.bodyScratch
                 room = Int(min(bodyRemaining, Int64(scratch.capacity)))
-                count = Sys.read(fd, scratch.base, room)
+                count = Sys.receive(fd, scratch.base, room)
                 if count > 0 {
                     worker.countBytes(count)
                     bodyRemaining -= Int64(count)
@@ -84,7 +84,7 @@ final class HTTP1Connection: BenchConnection {
             } else {
                 guard ensureRoom() else { return }
                 room = inBuffer.writableBytes
-                count = Sys.read(fd, inBuffer.writePointer, room)
+                count = Sys.receive(fd, inBuffer.writePointer, room)
                 if count > 0 {
                     inBuffer.writerIndex += count
                     worker.countBytes(count)

@@ -313,7 +313,7 @@ final class HTTP2Connection: BenchConnection, HTTP2SessionDelegate {
     override func readCleartext() {
         let scratch = worker.bodyScratch
         while fd >= 0 {
-            let count = Sys.read(fd, scratch.base, scratch.capacity)
+            let count = Sys.receive(fd, scratch.base, scratch.capacity)
             if count > 0 {
                 worker.countBytes(count)
                 if !receive(scratch.base, count) { return }

@@ -40,10 +40,23 @@ public enum Sys {
         retryingEINTR { Glibc.write(fd, buffer, count) }
     }
 
-    /// send(2) with MSG_NOSIGNAL so a peer that closed gives EPIPE, not SIGPIPE.
+    /// recv(2) on a socket, as a bare system call (see CLinux.h for why not read(2)).
+    @inline(__always)
+    public static func receive(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        while true {
+            let result = clinux_recv(fd, buffer, count)
+            if result != -Int(EINTR) { return result }
+        }
+    }
+
+    /// send(2) with MSG_NOSIGNAL so a peer that closed gives EPIPE, not SIGPIPE; a bare
+    /// system call like `receive`.
     @inline(__always)
     public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-        retryingEINTR { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
+        while true {
+            let result = clinux_send(fd, buffer, count, Int32(MSG_NOSIGNAL))
+            if result != -Int(EINTR) { return result }
+        }
     }
 
     @inline(__always)
@@ -170,10 +183,8 @@ public enum Sys {
 
     @inline(__always)
     public static func epollWait(_ epoll: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32, _ timeoutMs: Int32) -> Int {
-        let result = epoll_wait(epoll, events, max, timeoutMs)
-        if result >= 0 { return Int(result) }
-        let code = errno
-        return code == EINTR ? 0 : -Int(code)
+        let result = clinux_epoll_wait(epoll, events, max, timeoutMs)
+        return result == -Int(EINTR) ? 0 : result
     }
 
     public static func eventFD() throws(SystemError) -> Int32 {

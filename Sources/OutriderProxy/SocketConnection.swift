@@ -87,7 +87,7 @@ class SocketConnection: LoopHandler {
             return outcome
         }
         let room = buffer.writableBytes
-        let count = Sys.read(fd, buffer.writePointer, room)
+        let count = Sys.receive(fd, buffer.writePointer, room)
         if count > 0 {
             buffer.writerIndex += count
             if count < room && !hangupSeen { readable = false }
@@ -120,7 +120,7 @@ class SocketConnection: LoopHandler {
         }
         let room = min(limit, buffer.writableBytes)
         if room == 0 { return .full }
-        let count = Sys.read(fd, buffer.writePointer, room)
+        let count = Sys.receive(fd, buffer.writePointer, room)
         if count > 0 {
             buffer.writerIndex += count
             if count < room && !hangupSeen { readable = false }
@@ -169,7 +169,7 @@ class SocketConnection: LoopHandler {
                 break
             }
             let scratch = worker.tlsScratch
-            let count = Sys.read(fd, scratch.base, scratch.capacity)
+            let count = Sys.receive(fd, scratch.base, scratch.capacity)
             if count > 0 {
                 tls.receiveCiphertext(scratch.base, count)
                 if tls.handshakeState == .inProgress {
