@@ -5,6 +5,8 @@ public final class ByteBuffer: @unchecked Sendable {
     public let capacity: Int
     public var readerIndex: Int = 0
     public var writerIndex: Int = 0
+    /// The next buffer on its pool's free list (the pool holds the reference); nil in use.
+    @usableFromInline var nextFree: Unmanaged<ByteBuffer>?
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -48,7 +50,7 @@ public final class ByteBuffer: @unchecked Sendable {
         return true
     }
 
-    @discardableResult @inlinable
+    @discardableResult @inlinable @inline(__always)
     public func append(_ pointer: UnsafePointer<UInt8>, count: Int) -> Bool {
         guard count <= writableBytes else { return false }
         (base + writerIndex).update(from: pointer, count: count)
@@ -56,7 +58,7 @@ public final class ByteBuffer: @unchecked Sendable {
         return true
     }
 
-    @discardableResult @inlinable
+    @discardableResult @inlinable @inline(__always)
     public func append(_ text: StaticString) -> Bool {
         append(text.utf8Start, count: text.utf8CodeUnitCount)
     }
@@ -117,20 +119,35 @@ public final class ByteBuffer: @unchecked Sendable {
 public final class BufferPool {
     public let bufferCapacity: Int
     public let maxRetained: Int
-    @usableFromInline var free: [ByteBuffer]
+    /// An intrusive free list: each free buffer holds the next, and the pool one reference per
+    /// free buffer (taken over by `acquire`), so neither end touches an array's uniqueness
+    /// check or bounds.
+    @usableFromInline var freeHead: Unmanaged<ByteBuffer>?
+    @usableFromInline var freeCount = 0
     public var outstanding = 0
 
     public init(bufferCapacity: Int, maxRetained: Int) {
         self.bufferCapacity = bufferCapacity
         self.maxRetained = maxRetained
-        self.free = []
-        self.free.reserveCapacity(maxRetained)
+    }
+
+    deinit {
+        while let head = freeHead {
+            freeHead = head.takeUnretainedValue().nextFree
+            head.release()
+        }
     }
 
     @inlinable @inline(__always)
     public func acquire() -> ByteBuffer {
         outstanding += 1
-        if let buffer = free.popLast() { return buffer }
+        if let head = freeHead {
+            let buffer = head.takeRetainedValue()
+            freeHead = buffer.nextFree
+            buffer.nextFree = nil
+            freeCount -= 1
+            return buffer
+        }
         return ByteBuffer(capacity: bufferCapacity)
     }
 
@@ -138,8 +155,12 @@ public final class BufferPool {
     public func release(_ buffer: ByteBuffer) {
         outstanding -= 1
         buffer.clear()
-        if free.count < maxRetained { free.append(buffer) }
+        if freeCount < maxRetained {
+            buffer.nextFree = freeHead
+            freeHead = Unmanaged.passRetained(buffer)
+            freeCount += 1
+        }
     }
 
-    public var retainedCount: Int { free.count }
+    public var retainedCount: Int { freeCount }
 }

@@ -41,7 +41,7 @@ public enum Sys {
     }
 
     /// recv(2) on a socket, as a bare system call (see CLinux.h for why not read(2)).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func receive(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
         while true {
             let result = clinux_recv(fd, buffer, count)
@@ -51,7 +51,7 @@ public enum Sys {
 
     /// send(2) with MSG_NOSIGNAL so a peer that closed gives EPIPE, not SIGPIPE; a bare
     /// system call like `receive`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
         while true {
             let result = clinux_send(fd, buffer, count, Int32(MSG_NOSIGNAL))

@@ -694,7 +694,9 @@ final class DownstreamConnection: SocketConnection {
         serializeRequestHead(out, base: base, table: table, route: route, listenerRuntime: listenerRuntime,
                              path: path, pathLength: pathLength, queryLength: queryLength,
                              host: base + pendingHostOffset, hostLength: pendingHostLength, bodyFraming: pendingFraming)
-        if let key = route.cluster.policy.hashKey { balancingHashValue = balancingHash(key, base: base, table: table) }
+        if route.cluster.balancesByHash, let key = route.cluster.policy.hashKey {
+            balancingHashValue = balancingHash(key, base: base, table: table)
+        }
         // The client's head is no longer needed.
         buffer.consume(Int(head.headEnd) - buffer.readerIndex)
         worker.releaseHeaderTable(table)
@@ -711,15 +713,19 @@ final class DownstreamConnection: SocketConnection {
         }
         shared.add(cluster: cluster.index, .activeRequests, 1)
         countedClusterRequest = true
-        let retry = route.retry
         routing.retryBudgets[route.metricsIndex].recordRequest(now: worker.loop.now)
         // Only a try that may be repeated after its body went out needs the body kept.
         // An HTTP/2 app may refuse a stream after its body went: any method is tried again then.
-        let refusalRetried = cluster.isHTTP2 && (retry.onRefusedStream || retry.onConnectFailure)
-        replayable = pendingFraming != .none && retry.attempts > 1 && retry.maxReplayBody > 0
-            && (refusalRetried || requestMethod.isIdempotent
-                && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
-                    || retry.perTryTimeout > 0))
+        if pendingFraming != .none {
+            let retry = route.retry
+            let refusalRetried = cluster.isHTTP2 && (retry.onRefusedStream || retry.onConnectFailure)
+            replayable = retry.attempts > 1 && retry.maxReplayBody > 0
+                && (refusalRetried || requestMethod.isIdempotent
+                    && (retry.onReset || retry.onGatewayError || retry.onServerError || !retry.retriableStatusCodes.isEmpty
+                        || retry.perTryTimeout > 0))
+        } else {
+            replayable = false
+        }
         dispatch()
     }
 
@@ -1133,10 +1139,12 @@ final class DownstreamConnection: SocketConnection {
         }
         if let route, let endpoint {
             let isGatewayError = status == 502 || status == 503 || status == 504
-            OutlierDetector.record(success: !isGatewayError, endpoint: endpoint, cluster: route.cluster,
-                                   shared: routing.runtime.shared, now: worker.loop.now)
-            let retry = route.retry
-            if retry.retriesStatus(status), mayRetry(afterSending: true) {
+            if route.cluster.detectsOutliers {
+                OutlierDetector.record(success: !isGatewayError, endpoint: endpoint, cluster: route.cluster,
+                                       shared: routing.runtime.shared, now: worker.loop.now)
+            }
+            if route.retry.retriesStatus(status), mayRetry(afterSending: true) {
+                let retry = route.retry
                 // The answer is dropped with its connection; the client never sees it.
                 routing.metrics.recordUpstream(endpoint: endpoint.index, status: status)
                 abortUpstream()
@@ -1990,9 +1998,7 @@ private func portSuffixLength(_ host: UnsafePointer<UInt8>, _ count: Int) -> Int
     if index >= 0 && index < count - 1 && host[index] == UInt8(ascii: ":") {
         // A bare IPv6 literal without brackets has several colons: not a port.
         if host[0] == UInt8(ascii: "[") { return index > 0 && host[index - 1] == UInt8(ascii: "]") ? count - index : 0 }
-        var colons = 0
-        for position in 0..<count where host[position] == UInt8(ascii: ":") { colons += 1 }
-        return colons == 1 ? count - index : 0
+        return memchr(host, Int32(UInt8(ascii: ":")), index) == nil ? count - index : 0
     }
     return 0
 }

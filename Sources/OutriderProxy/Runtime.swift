@@ -187,6 +187,10 @@ final class ClusterRuntime: @unchecked Sendable {
     let maxIdlePerEndpoint: Int
     let poolIdleTimeout: Int64
     let policy: ClusterPolicy
+    /// `policy.outlier != nil`, read on every response without copying the policy.
+    let detectsOutliers: Bool
+    /// `policy.hashKey != nil` (ring_hash, maglev), likewise.
+    let balancesByHash: Bool
     let healthCheck: HealthCheckConfig?
     let dnsRefresh: Int64
     /// Health, ejections and circuit-breaker counts of the configuration this cluster is part of.
@@ -234,6 +238,8 @@ final class ClusterRuntime: @unchecked Sendable {
         name = ByteString(config.name)
         self.endpoints = endpoints
         policy = ClusterPolicy(config)
+        detectsOutliers = policy.outlier != nil
+        balancesByHash = policy.hashKey != nil
         healthCheck = config.healthCheck
         dnsRefresh = config.dnsRefresh.nanoseconds
         connectTimeout = config.connectTimeout.nanoseconds

@@ -21,7 +21,7 @@ final class Worker: @unchecked Sendable {
     var metrics: WorkerMetrics { routing.metrics }
     let buffers: BufferPool
     let metaBuffers: BufferPool
-    private var headerTables: [HeaderTable] = []
+    private var headerTables = HeaderTablePool(tableCapacity: 1, maxRetained: 0)
     /// Scratch for the normalized path while a request head is handled (never held across
     /// events).
     let pathScratch = ByteBuffer(capacity: HeadLimits.maxTargetBytes + 64)
@@ -102,14 +102,16 @@ final class Worker: @unchecked Sendable {
 
     @inline(__always)
     func acquireHeaderTable() -> HeaderTable {
-        if let table = headerTables.popLast() { return table }
-        return HeaderTable(capacity: runtime.maxHeaders)
+        // A reload may change max_headers: new tables are made to the current limit.
+        if headerTables.tableCapacity != runtime.maxHeaders {
+            headerTables = HeaderTablePool(tableCapacity: runtime.maxHeaders, maxRetained: 256)
+        }
+        return headerTables.acquire()
     }
 
     @inline(__always)
     func releaseHeaderTable(_ table: HeaderTable) {
-        table.reset()
-        if headerTables.count < 256 { headerTables.append(table) }
+        headerTables.release(table)
     }
 
     func makeDownstream(fd: Int32, peer: PeerAddress, listener: ListenerHandler) -> DownstreamConnection {

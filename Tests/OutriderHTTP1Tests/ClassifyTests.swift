@@ -1,5 +1,5 @@
 import Testing
-import OutriderCore
+@testable import OutriderCore
 import OutriderHTTP
 @testable import OutriderHTTP1
 
@@ -107,6 +107,105 @@ struct ClassifyTests {
             #expect(isTokenByte(byte) == tchar.contains(byte), "token \(byte)")
             #expect(isFieldValueByte(byte) == (byte == 0x09 || (byte >= 0x20 && byte != 0x7F)), "field value \(byte)")
             #expect(isTargetByte(byte) == (byte > 0x20 && byte < 0x7F), "target \(byte)")
+        }
+    }
+}
+
+/// The parser's word-at-a-time `classifyToken` must agree with `classify` on every token name:
+/// each known name in three casings, and every one-byte change of it to any tchar.
+struct ClassifyTokenTests {
+    private func both(_ bytes: [UInt8]) -> (HeaderKind, HeaderKind) {
+        bytes.withUnsafeBufferPointer { buffer in
+            let pointer = buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!
+            return (HeaderKind.classify(pointer, buffer.count), HeaderKind.classifyToken(pointer, buffer.count))
+        }
+    }
+
+    @Test func agreesWithClassifyOnKnownNamesAndEveryOneByteVariant() {
+        let tchars = (0..<256).map { UInt8($0) }.filter { isTokenByte($0) }
+        for (name, kind) in knownHeaders {
+            for spelled in [name, capitalized(name), name.uppercased()] {
+                #expect(both(Array(spelled.utf8)) == (kind, kind), "\(spelled)")
+                let bytes = Array(spelled.utf8)
+                for position in bytes.indices {
+                    for replacement in tchars {
+                        var variant = bytes
+                        variant[position] = replacement
+                        let (expected, actual) = both(variant)
+                        #expect(expected == actual, "\(String(decoding: variant, as: UTF8.self))")
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct RandomHexTests {
+    @Test func hexDigitsOfKnownValues() {
+        for value: UInt32 in [0, 1, 0x9, 0xA, 0xF, 0x1234_5678, 0x89AB_CDEF, 0xFFFF_FFFF, 0xDEAD_BEEF, 0x0F0F_A0A0] {
+            let word = hexDigits(value).littleEndian
+            let text = withUnsafeBytes(of: word) { String(decoding: $0, as: UTF8.self) }
+            let expected = String(value, radix: 16)
+            #expect(text == String(repeating: "0", count: 8 - expected.count) + expected)
+        }
+    }
+
+    @Test func uuidAndTraceIDShapes() {
+        var random = FastRandom(seed: 42)
+        let buffer = ByteBuffer(capacity: 256)
+        let hex = Set("0123456789abcdef")
+        for _ in 0..<1000 {
+            buffer.clear()
+            appendUUIDv4(buffer, &random)
+            let uuid = String(decoding: UnsafeBufferPointer(start: buffer.readPointer, count: buffer.readableBytes), as: UTF8.self)
+            let parts = uuid.split(separator: "-", omittingEmptySubsequences: false)
+            #expect(parts.map(\.count) == [8, 4, 4, 4, 12], "\(uuid)")
+            #expect(uuid.filter { $0 != "-" }.allSatisfy { hex.contains($0) })
+            #expect(parts[2].first == "4")                        // version 4
+            #expect("89ab".contains(parts[3].first!))             // RFC 4122 variant
+            for count in [1, 3, 4, 8, 16, 17] {
+                buffer.clear()
+                appendRandomHex(buffer, &random, byteCount: count)
+                #expect(buffer.readableBytes == count * 2)
+                let text = String(decoding: UnsafeBufferPointer(start: buffer.readPointer, count: buffer.readableBytes), as: UTF8.self)
+                #expect(text.allSatisfy { hex.contains($0) }, "\(text)")
+            }
+        }
+    }
+}
+
+struct ControlByteWordTests {
+    private func expected(_ word: UInt64) -> Bool {
+        withUnsafeBytes(of: word) { bytes in bytes.contains { $0 < 0x20 || $0 == 0x7F } }
+    }
+
+    @Test func everyByteAtEveryPosition() {
+        for background: UInt8 in [0x61, 0x20, 0x80, 0xFF, 0x7E, 0x21] {
+            for position in 0..<8 {
+                for value in 0..<256 {
+                    var bytes = [UInt8](repeating: background, count: 8)
+                    bytes[position] = UInt8(value)
+                    let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                    #expect(hasControlByte(word) == expected(word), "\(bytes)")
+                }
+            }
+        }
+    }
+
+    @Test func randomWords() {
+        var random = FastRandom(seed: 7)
+        for _ in 0..<200_000 {
+            // Bias towards the interesting edges: 0x1F/0x20, 0x7E/0x7F/0x80.
+            var word: UInt64 = 0
+            let edges: [UInt8] = [0x00, 0x09, 0x1F, 0x20, 0x21, 0x7E, 0x7F, 0x80, 0xFF]
+            var bits = random.next()
+            for index in 0..<8 {
+                let pick = UInt8(truncatingIfNeeded: bits)
+                let byte = pick & 1 == 0 ? edges[Int(pick >> 1) % edges.count] : UInt8(truncatingIfNeeded: random.next())
+                word |= UInt64(byte) << UInt64(index * 8)
+                bits >>= 8
+            }
+            #expect(hasControlByte(word) == expected(word))
         }
     }
 }
