@@ -1312,8 +1312,11 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         // The stale pooled-connection race (SPEC §3 core): tried once more on a fresh
-        // connection, whatever the policy, when nothing of the body is lost.
-        if staleConnection && !staleRetried && requestHead != nil
+        // connection, whatever the policy, when nothing of the body is lost. Only for an
+        // idempotent method: the head did go out, and an app that read a POST and then reset
+        // cannot be told from one that had closed the idle connection (SPEC §7: a
+        // non-idempotent request is sent again only when nothing was sent).
+        if staleConnection && !staleRetried && requestHead != nil && requestMethod.isIdempotent
             && (requestBody.transferred == 0 || (replayable && replay != nil)) {
             staleRetried = true
             scheduleRetry(.reset, backoff: false)
