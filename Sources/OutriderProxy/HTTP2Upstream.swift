@@ -30,6 +30,8 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     /// Close at the next flush (never inside the session's own callbacks).
     private var closeRequested = false
     private var countedOpen = false
+    /// Counted in the idle-connections gauge of its endpoint: ready, no stream on it.
+    private var countedIdle = false
     let requestBlock = HTTP2HeaderBlock(entryCapacity: 24, storageCapacity: 2048)
     let scheme: StaticString
 
@@ -115,6 +117,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         guard state != .closed else { return }
         let wasReady = state == .ready
         state = .closed
+        updateIdleGauge()
         routing.forget(self)
         if countedOpen {
             countedOpen = false
@@ -161,8 +164,21 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     }
 
     private func armIdleDeadline() {
+        updateIdleGauge()
         guard state == .ready else { return }
         worker.loop.setDeadline(self, streams.isEmpty && unsubmitted.isEmpty ? worker.loop.now + cluster.poolIdleTimeout : 0)
+    }
+
+    /// `/clusters` counts a connection without streams as idle, as it does a pooled HTTP/1.1 one.
+    private func updateIdleGauge() {
+        let idle = state == .ready && countedOpen && streams.isEmpty && unsubmitted.isEmpty
+        guard idle != countedIdle else { return }
+        countedIdle = idle
+        if idle {
+            routing.metrics.add(routing.metrics.layout.upstreamIdle + endpointIndex)
+        } else {
+            routing.metrics.subtract(routing.metrics.layout.upstreamIdle + endpointIndex)
+        }
     }
 
     override func tlsHandshakeCompleted() {
@@ -332,6 +348,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
             unsubmitted.remove(at: position)
         }
         if freeStreams.count < 64 { freeStreams.append(stream) }
+        updateIdleGauge()
         if streams.isEmpty && unsubmitted.isEmpty {
             if retiring { requestClose() } else { armIdleDeadline() }
         }
@@ -362,6 +379,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     func http2Session(_ session: HTTP2Session, didCloseStream stream: Int32, errorCode: HTTP2ErrorCode) {
         guard let owner = streams.removeValue(forKey: stream) else { return }
         owner.streamClosed(errorCode)
+        updateIdleGauge()
         if streams.isEmpty && unsubmitted.isEmpty {
             if retiring { requestClose() } else { armIdleDeadline() }
         }
