@@ -112,9 +112,15 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         worker.queueFlush(self)
     }
 
-    /// Closes the connection; streams still on it fail with `reason`.
+    /// Closes the connection; streams still on it fail with `reason` — `upstream_protocol`
+    /// instead of a reset when the app broke the protocol (the session failed: nghttp2 sent
+    /// GOAWAY for what it received).
     func close(failing reason: LocalReplyReason = .upstreamReset, connectFailure: Bool = false) {
         guard state != .closed else { return }
+        var reason = reason
+        if reason == .upstreamReset, let failure = session?.failure, failure.kind != .internalError {
+            reason = .upstreamProtocol
+        }
         let wasReady = state == .ready
         state = .closed
         updateIdleGauge()
@@ -260,6 +266,9 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
 
     func pumpOutput() {
         guard state != .closed, fd >= 0, let session else { return }
+        // The session failed (a protocol error in what the app sent): once its GOAWAY is out,
+        // the connection closes and its streams fail, rather than wait for the app to close.
+        if session.failure != nil { closeRequested = true }
         if closeRequested && !session.pendingOutput && pendingOutput == 0 {
             close()
             return
@@ -270,7 +279,8 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         let count = session.takeOutput(into: out.writePointer, capacity: out.writableBytes)
         out.writerIndex += count
         releaseOutputIfEmpty()
-        if count > 0 { worker.queueFlush(self) }
+        if session.failure != nil { closeRequested = true }
+        if count > 0 { worker.queueFlush(self) } else if closeRequested && pendingOutput == 0 { close() }
     }
 
     override func outputProgressed() { pumpOutput() }
@@ -385,6 +395,10 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         }
     }
 
+    func http2Session(_ session: HTTP2Session, didResetStream stream: Int32, errorCode: HTTP2ErrorCode) {
+        streams[stream]?.resetByApp = true
+    }
+
     func http2Session(_ session: HTTP2Session, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {
         // Streams above lastStreamID are closed by nghttp2 with REFUSED_STREAM (retried).
         retiring = true
@@ -423,6 +437,9 @@ final class HTTP2UpstreamStream: VirtualPeer {
     /// end before END_STREAM is processed, and the stream must not be reset for it.
     private var responseLength: Int64 = -1
     private var responseReceived: Int64 = 0
+    /// The app sent RST_STREAM (otherwise a reset with an error code was ours: nghttp2 refused
+    /// what the app sent on the stream — a bad `:status`, a content-length the DATA broke).
+    var resetByApp = false
 
     init(connection: HTTP2UpstreamConnection) {
         self.connection = connection
@@ -441,6 +458,7 @@ final class HTTP2UpstreamStream: VirtualPeer {
         body.start(chunked: false, ended: false)
         responseLength = -1
         responseReceived = 0
+        resetByApp = false
     }
 
     // MARK: request
@@ -629,6 +647,8 @@ final class HTTP2UpstreamStream: VirtualPeer {
         // Closing the exchange runs `connectionClosed`, which releases this stream.
         if code == .refusedStream {
             exchange.virtualRefused()
+        } else if !resetByApp && code != .noError {
+            exchange.virtualFailed(.upstreamProtocol, connectFailure: false)
         } else {
             exchange.virtualFailed(.upstreamReset, connectFailure: false)
         }
