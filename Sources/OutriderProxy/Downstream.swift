@@ -1244,6 +1244,9 @@ final class DownstreamConnection: SocketConnection {
         return outcome
     }
 
+    /// The response body failed on bad framing (not on an early close): an invalid answer.
+    var responseBodyMalformed: Bool { responseBody.malformed }
+
     /// For a length-delimited body relayed as it is: reads from the upstream socket into the
     /// client's output buffer. Nil when the body is framed otherwise (the caller copies).
     func readResponseBodyDirectly(from upstream: UpstreamConnection) -> ReadOutcome? {
