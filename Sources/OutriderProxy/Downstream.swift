@@ -297,8 +297,12 @@ final class DownstreamConnection: SocketConnection {
 
     override func handleEvents(_ events: UInt32) {
         if events & (Epoll.error | Epoll.hangup) != 0 {
-            // The peer reset or fully closed: nothing more can be delivered.
-            if events & Epoll.input == 0 || phase == .waitingHead && !parser.isInProgress {
+            // The peer reset or fully closed: nothing more can be delivered. While the exchange
+            // waits (filters, connect, backoff, the upstream's answer) no read would notice:
+            // end it now rather than hold the upstream until its answer or a timeout.
+            if events & Epoll.input == 0 || phase == .waitingHead && !parser.isInProgress
+                || phase == .filtering || phase == .connecting || phase == .retryWait
+                || phase == .forwarding && requestBody.isDone {
                 close()
                 return
             }
