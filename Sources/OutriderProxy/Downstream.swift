@@ -95,6 +95,8 @@ final class DownstreamConnection: SocketConnection {
     private(set) var exchangeSerial: UInt64 = 0
     private var bytesOut: Int64 = 0
     private var errorReason: LocalReplyReason?
+    /// The client went away after its response had begun (the status stays what was sent).
+    private var clientClosedMidResponse = false
     private var exchangeActive = false
     private var waitingForOutputRoom = false
     private var lingering = false
@@ -275,7 +277,14 @@ final class DownstreamConnection: SocketConnection {
     func close() {
         guard phase != .closed else { return }
         if exchangeActive {
-            if responseStatus == 0 { responseStatus = 499 }
+            // Unanswered: 499. Answered in part: the status sent stays, and the log says the
+            // client left (a cut body must not look like a complete 200). A tunnel's client
+            // closing is how tunnels end.
+            if responseStatus == 0 {
+                responseStatus = 499
+            } else if errorReason == nil && phase != .tunnel {
+                clientClosedMidResponse = true
+            }
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
@@ -1426,6 +1435,7 @@ final class DownstreamConnection: SocketConnection {
         exchangeSerial &+= 1
         bytesOut = 0
         errorReason = nil
+        clientClosedMidResponse = false
         route = nil
         endpoint = nil
         waitingForOutputRoom = false
@@ -1738,7 +1748,7 @@ final class DownstreamConnection: SocketConnection {
             out.append(UInt8(ascii: "\""))
             out.append(errorReason.token)
             out.append(UInt8(ascii: "\""))
-        } else if responseStatus == 499 {
+        } else if responseStatus == 499 || clientClosedMidResponse {
             out.append("\"client_closed\"")
         } else {
             out.append("null")
