@@ -29,6 +29,9 @@ struct BodyPump {
     private(set) var isDone = true
     /// Body bytes taken from the input (payload only, no framing).
     private(set) var transferred: Int64 = 0
+    /// The last `.failed` was a framing error in the input (a bad chunk line), not an input
+    /// that ended early: an upstream's invalid answer rather than a reset.
+    private(set) var malformed = false
 
     /// Bytes a length-delimited body relayed without re-encoding still needs; 0 otherwise.
     var directRemaining: Int64 {
@@ -52,6 +55,7 @@ struct BodyPump {
         decoder = ChunkedDecoder()
         wroteLastChunk = false
         transferred = 0
+        malformed = false
         switch input {
         case .none: isDone = true
         case .length(let count): remaining = count; isDone = count == 0
@@ -99,6 +103,7 @@ struct BodyPump {
                 case .needMore:
                     return inputClosed ? .failed : .needInput
                 case .failed:
+                    malformed = true
                     return .failed
                 case .data(let offset, let count):
                     let taken = copyPiece(source, offset, count, output)

@@ -95,6 +95,8 @@ final class DownstreamConnection: SocketConnection {
     private(set) var exchangeSerial: UInt64 = 0
     private var bytesOut: Int64 = 0
     private var errorReason: LocalReplyReason?
+    /// The client went away after its response had begun (the status stays what was sent).
+    private var clientClosedMidResponse = false
     private var exchangeActive = false
     private var waitingForOutputRoom = false
     private var lingering = false
@@ -275,7 +277,14 @@ final class DownstreamConnection: SocketConnection {
     func close() {
         guard phase != .closed else { return }
         if exchangeActive {
-            if responseStatus == 0 { responseStatus = 499 }
+            // Unanswered: 499. Answered in part: the status sent stays, and the log says the
+            // client left (a cut body must not look like a complete 200). A tunnel's client
+            // closing is how tunnels end.
+            if responseStatus == 0 {
+                responseStatus = 499
+            } else if errorReason == nil && phase != .tunnel {
+                clientClosedMidResponse = true
+            }
             finishExchange(reusableUpstream: false)
         }
         phase = .closed
@@ -297,8 +306,12 @@ final class DownstreamConnection: SocketConnection {
 
     override func handleEvents(_ events: UInt32) {
         if events & (Epoll.error | Epoll.hangup) != 0 {
-            // The peer reset or fully closed: nothing more can be delivered.
-            if events & Epoll.input == 0 || phase == .waitingHead && !parser.isInProgress {
+            // The peer reset or fully closed: nothing more can be delivered. While the exchange
+            // waits (filters, connect, backoff, the upstream's answer) no read would notice:
+            // end it now rather than hold the upstream until its answer or a timeout.
+            if events & Epoll.input == 0 || phase == .waitingHead && !parser.isInProgress
+                || phase == .filtering || phase == .connecting || phase == .retryWait
+                || phase == .forwarding && requestBody.isDone {
                 close()
                 return
             }
@@ -1252,6 +1265,9 @@ final class DownstreamConnection: SocketConnection {
         return outcome
     }
 
+    /// The response body failed on bad framing (not on an early close): an invalid answer.
+    var responseBodyMalformed: Bool { responseBody.malformed }
+
     /// For a length-delimited body relayed as it is: reads from the upstream socket into the
     /// client's output buffer. Nil when the body is framed otherwise (the caller copies).
     func readResponseBodyDirectly(from upstream: UpstreamConnection) -> ReadOutcome? {
@@ -1320,8 +1336,11 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         // The stale pooled-connection race (SPEC §3 core): tried once more on a fresh
-        // connection, whatever the policy, when nothing of the body is lost.
-        if staleConnection && !staleRetried && requestHead != nil
+        // connection, whatever the policy, when nothing of the body is lost. Only for an
+        // idempotent method: the head did go out, and an app that read a POST and then reset
+        // cannot be told from one that had closed the idle connection (SPEC §7: a
+        // non-idempotent request is sent again only when nothing was sent).
+        if staleConnection && !staleRetried && requestHead != nil && requestMethod.isIdempotent
             && (requestBody.transferred == 0 || (replayable && replay != nil)) {
             staleRetried = true
             scheduleRetry(.reset, backoff: false)
@@ -1424,6 +1443,7 @@ final class DownstreamConnection: SocketConnection {
         exchangeSerial &+= 1
         bytesOut = 0
         errorReason = nil
+        clientClosedMidResponse = false
         route = nil
         endpoint = nil
         waitingForOutputRoom = false
@@ -1736,7 +1756,7 @@ final class DownstreamConnection: SocketConnection {
             out.append(UInt8(ascii: "\""))
             out.append(errorReason.token)
             out.append(UInt8(ascii: "\""))
-        } else if responseStatus == 499 {
+        } else if responseStatus == 499 || clientClosedMidResponse {
             out.append("\"client_closed\"")
         } else {
             out.append("null")

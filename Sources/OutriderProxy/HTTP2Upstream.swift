@@ -30,6 +30,8 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     /// Close at the next flush (never inside the session's own callbacks).
     private var closeRequested = false
     private var countedOpen = false
+    /// Counted in the idle-connections gauge of its endpoint: ready, no stream on it.
+    private var countedIdle = false
     let requestBlock = HTTP2HeaderBlock(entryCapacity: 24, storageCapacity: 2048)
     let scheme: StaticString
 
@@ -110,11 +112,18 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         worker.queueFlush(self)
     }
 
-    /// Closes the connection; streams still on it fail with `reason`.
+    /// Closes the connection; streams still on it fail with `reason` — `upstream_protocol`
+    /// instead of a reset when the app broke the protocol (the session failed: nghttp2 sent
+    /// GOAWAY for what it received).
     func close(failing reason: LocalReplyReason = .upstreamReset, connectFailure: Bool = false) {
         guard state != .closed else { return }
+        var reason = reason
+        if reason == .upstreamReset, let failure = session?.failure, failure.kind != .internalError {
+            reason = .upstreamProtocol
+        }
         let wasReady = state == .ready
         state = .closed
+        updateIdleGauge()
         routing.forget(self)
         if countedOpen {
             countedOpen = false
@@ -161,8 +170,21 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     }
 
     private func armIdleDeadline() {
+        updateIdleGauge()
         guard state == .ready else { return }
         worker.loop.setDeadline(self, streams.isEmpty && unsubmitted.isEmpty ? worker.loop.now + cluster.poolIdleTimeout : 0)
+    }
+
+    /// `/clusters` counts a connection without streams as idle, as it does a pooled HTTP/1.1 one.
+    private func updateIdleGauge() {
+        let idle = state == .ready && countedOpen && streams.isEmpty && unsubmitted.isEmpty
+        guard idle != countedIdle else { return }
+        countedIdle = idle
+        if idle {
+            routing.metrics.add(routing.metrics.layout.upstreamIdle + endpointIndex)
+        } else {
+            routing.metrics.subtract(routing.metrics.layout.upstreamIdle + endpointIndex)
+        }
     }
 
     override func tlsHandshakeCompleted() {
@@ -244,6 +266,9 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
 
     func pumpOutput() {
         guard state != .closed, fd >= 0, let session else { return }
+        // The session failed (a protocol error in what the app sent): once its GOAWAY is out,
+        // the connection closes and its streams fail, rather than wait for the app to close.
+        if session.failure != nil { closeRequested = true }
         if closeRequested && !session.pendingOutput && pendingOutput == 0 {
             close()
             return
@@ -254,7 +279,8 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         let count = session.takeOutput(into: out.writePointer, capacity: out.writableBytes)
         out.writerIndex += count
         releaseOutputIfEmpty()
-        if count > 0 { worker.queueFlush(self) }
+        if session.failure != nil { closeRequested = true }
+        if count > 0 { worker.queueFlush(self) } else if closeRequested && pendingOutput == 0 { close() }
     }
 
     override func outputProgressed() { pumpOutput() }
@@ -332,6 +358,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
             unsubmitted.remove(at: position)
         }
         if freeStreams.count < 64 { freeStreams.append(stream) }
+        updateIdleGauge()
         if streams.isEmpty && unsubmitted.isEmpty {
             if retiring { requestClose() } else { armIdleDeadline() }
         }
@@ -362,9 +389,14 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     func http2Session(_ session: HTTP2Session, didCloseStream stream: Int32, errorCode: HTTP2ErrorCode) {
         guard let owner = streams.removeValue(forKey: stream) else { return }
         owner.streamClosed(errorCode)
+        updateIdleGauge()
         if streams.isEmpty && unsubmitted.isEmpty {
             if retiring { requestClose() } else { armIdleDeadline() }
         }
+    }
+
+    func http2Session(_ session: HTTP2Session, didResetStream stream: Int32, errorCode: HTTP2ErrorCode) {
+        streams[stream]?.resetByApp = true
     }
 
     func http2Session(_ session: HTTP2Session, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {
@@ -405,6 +437,9 @@ final class HTTP2UpstreamStream: VirtualPeer {
     /// end before END_STREAM is processed, and the stream must not be reset for it.
     private var responseLength: Int64 = -1
     private var responseReceived: Int64 = 0
+    /// The app sent RST_STREAM (otherwise a reset with an error code was ours: nghttp2 refused
+    /// what the app sent on the stream — a bad `:status`, a content-length the DATA broke).
+    var resetByApp = false
 
     init(connection: HTTP2UpstreamConnection) {
         self.connection = connection
@@ -423,6 +458,7 @@ final class HTTP2UpstreamStream: VirtualPeer {
         body.start(chunked: false, ended: false)
         responseLength = -1
         responseReceived = 0
+        resetByApp = false
     }
 
     // MARK: request
@@ -611,6 +647,8 @@ final class HTTP2UpstreamStream: VirtualPeer {
         // Closing the exchange runs `connectionClosed`, which releases this stream.
         if code == .refusedStream {
             exchange.virtualRefused()
+        } else if !resetByApp && code != .noError {
+            exchange.virtualFailed(.upstreamProtocol, connectFailure: false)
         } else {
             exchange.virtualFailed(.upstreamReset, connectFailure: false)
         }

@@ -333,7 +333,8 @@ final class UpstreamConnection: SocketConnection {
                     paused = true
                     return
                 case .failed:
-                    fail(.upstreamReset, connectFailure: false)
+                    // A bad chunk line is an invalid answer; a body cut short is a reset.
+                    fail(downstream.responseBodyMalformed ? .upstreamProtocol : .upstreamReset, connectFailure: false)
                     return
                 case .needInput:
                     break
