@@ -586,6 +586,13 @@ final class DownstreamConnection: SocketConnection {
             targetLength -= split.pathStart
         }
         if head.method == .connect {
+            // RFC 9112 §3.2.3: CONNECT takes the authority-form, host ":" port, and nothing
+            // else; it becomes the Host the app sees.
+            guard isAuthorityForm(target, targetLength) else {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048))
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
             hostPointer = target
             hostLength = targetLength
         }
@@ -598,9 +605,18 @@ final class DownstreamConnection: SocketConnection {
         if head.method == .connect || (targetLength == 1 && target[0] == UInt8(ascii: "*") && head.method == .options) {
             scratch.append(target, count: targetLength)
             pathLength = targetLength
-        } else if targetLength == 0 {
+        } else if targetLength == 0 || target[0] == UInt8(ascii: "?") {
+            // An absolute-form target without a path ("http://h", "http://h?q"): the path is
+            // "/" (RFC 9110 §4.2.3); the query comes as it came.
             scratch.append(UInt8(ascii: "/"))
             pathLength = 1
+            for offset in 0..<targetLength where target[offset] == UInt8(ascii: "#") {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048), hostPointer: hostPointer, hostLength: hostLength)
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
+            scratch.append(target, count: targetLength)
+            queryLength = targetLength
         } else {
             guard let result = PathNormalizer.normalize(target, targetLength, into: scratch) else {
                 recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048), hostPointer: hostPointer, hostLength: hostLength)
@@ -2004,10 +2020,29 @@ private func splitAbsoluteForm(_ target: UnsafePointer<UInt8>, _ count: Int) -> 
     else if count >= 8 && equalsLowercase(target, 8, "https://") { schemeLength = 8 }
     else { return nil }
     var index = schemeLength
-    while index < count && target[index] != UInt8(ascii: "/") && target[index] != UInt8(ascii: "?") { index += 1 }
+    while index < count && target[index] != UInt8(ascii: "/") && target[index] != UInt8(ascii: "?") {
+        // The authority becomes the Host the app sees: the same bytes as a Host header
+        // (no userinfo "@", RFC 9110 §4.2.4; nothing a Host field could not hold).
+        guard isHostByte(target[index]) else { return nil }
+        index += 1
+    }
     let authorityLength = index - schemeLength
-    guard authorityLength > 0, index < count, target[index] == UInt8(ascii: "/") else { return nil }
+    guard authorityLength > 0 else { return nil }
+    // The path may be empty ("http://h", "http://h?q"): the caller makes it "/".
     return (schemeLength, authorityLength, index)
+}
+
+/// `uri-host ":" port` (RFC 9112 §3.2.3), the only target CONNECT takes.
+private func isAuthorityForm(_ target: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    var colon = -1
+    for index in 0..<count {
+        guard isHostByte(target[index]) else { return false }
+        if target[index] == UInt8(ascii: ":") { colon = index }
+    }
+    let portDigits = count - colon - 1
+    guard colon > 0, portDigits >= 1, portDigits <= 5 else { return false }
+    for index in (colon + 1)..<count where target[index] < UInt8(ascii: "0") || target[index] > UInt8(ascii: "9") { return false }
+    return true
 }
 
 private func isValidRequestID(_ value: UnsafePointer<UInt8>, _ count: Int) -> Bool {

@@ -4,6 +4,7 @@ client's Connection: close, and many concurrent keep-alive clients."""
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -129,3 +130,45 @@ def test_half_closed_client_still_gets_its_response(proxy, upstream, path):
         assert r.status == 200, r
         closed, extra = c.wait_closed(3)
         assert closed and extra == b""
+
+
+@pytest.mark.parametrize("target", [b"/path", b"u@h.example:443", b"http://h.example:443/", b"h.example", b"h.example:",
+                                    b"h.example:44x", b":443"])
+def test_connect_takes_only_the_authority_form(proxy, upstream, target):
+    """RFC 9112 §3.2.3: a CONNECT target is host:port; anything else is 400 and reaches nothing
+    (it used to be forwarded, with the target as the Host the app saw)."""
+    with proxy.conn() as c:
+        c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: h.example:443\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and r.header("x-outrider-error") == "bad_request", r
+    time.sleep(0.1)
+    assert upstream.records == []
+
+
+@pytest.mark.parametrize("target,path,host", [
+    ("http://h.example", "/", "h.example"),
+    ("http://h.example?q=1", "/?q=1", "h.example"),
+    ("HTTPS://h.example:8443/a/../b?x", "/b?x", "h.example:8443"),
+])
+def test_absolute_form_without_path_is_root(proxy, upstream, target, path, host):
+    """RFC 9110 §4.2.3: an empty path in an http(s) URI is "/"; the authority is the Host."""
+    with proxy.conn() as c:
+        c.send(f"GET {target} HTTP/1.1\r\nHost: other\r\n\r\n".encode())
+        r = c.read_response(timeout=3)
+        assert r.status == 200, r
+    rec = upstream.last()
+    assert (rec.target, rec.header("host")) == (path, host)
+
+
+@pytest.mark.parametrize("target", ["http://user@h.example/", "http://user:pw@h.example/x", "http://h\"x/", "http://h{x}/",
+                                    "http:///x", "http://h.example/#frag", "http://h.example?q#frag"])
+def test_absolute_form_authority_must_be_a_host(proxy, upstream, target):
+    """The authority of an absolute-form target becomes the Host the app sees, so it must be what
+    a Host field may hold: no userinfo (RFC 9110 §4.2.4), no quotes or braces; a fragment is 400
+    as in an origin-form target."""
+    with proxy.conn() as c:
+        c.send(f"GET {target} HTTP/1.1\r\nHost: h.example\r\n\r\n".encode())
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and r.header("x-outrider-error") == "bad_request", r
+    time.sleep(0.1)
+    assert upstream.records == []
