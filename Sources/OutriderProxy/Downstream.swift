@@ -435,7 +435,8 @@ final class DownstreamConnection: SocketConnection {
                 case .closed:
                     // A client may half-close after its last request: what is still being
                     // written to it (a response finished this iteration) is delivered first.
-                    if pendingOutput > 0 && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0) {
+                    // A partial head that follows it is dropped, not the response.
+                    if pendingOutput > 0 {
                         phase = .closingAfterFlush
                     } else {
                         close()

@@ -132,6 +132,20 @@ def test_half_closed_client_still_gets_its_response(proxy, upstream, path):
         assert closed and extra == b""
 
 
+def test_half_closed_client_with_partial_pipelined_head_gets_the_first_response(proxy, upstream):
+    """A complete request, the start of a second one, then a half-close: the first is answered
+    in full (the partial head is dropped), then the connection closes. Found by the differential
+    test: the proxy used to close at once and the forwarded request's answer was lost."""
+    with proxy.conn() as c:
+        c.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response(timeout=3)
+        assert r.status == 200 and r.json()["target"] == "/first", r
+        closed, extra = c.wait_closed(3)
+        assert closed and extra == b"", extra
+    assert [x.target for x in upstream.complete] == ["/first"]
+
+
 @pytest.mark.parametrize("target", [b"/path", b"u@h.example:443", b"http://h.example:443/", b"h.example", b"h.example:",
                                     b"h.example:44x", b":443"])
 def test_connect_takes_only_the_authority_form(proxy, upstream, target):
