@@ -97,6 +97,9 @@ final class DownstreamConnection: SocketConnection {
     private var errorReason: LocalReplyReason?
     private var exchangeActive = false
     private var waitingForOutputRoom = false
+    /// The client half-closed its side of a tunnel: its FIN went on to the upstream, whose
+    /// answer still flows back until it closes too (or the tunnel idles out).
+    private var tunnelClientDone = false
     private var lingering = false
 
     // Filter chain state for the request in the chain (SPEC §4–6).
@@ -372,7 +375,10 @@ final class DownstreamConnection: SocketConnection {
             waitingForOutputRoom = false
             upstream.resumeResponse()
         }
-        if phase == .tunnel, let upstream { upstream.resumeResponse() }
+        if phase == .tunnel, let upstream {
+            upstream.resumeResponse()
+            if readable || (inBuffer?.readableBytes ?? 0) > 0 { processInput() }
+        }
     }
 
     override func outputIdle() {
@@ -1235,6 +1241,10 @@ final class DownstreamConnection: SocketConnection {
             phase = .tunnel
             armDeadline()
             responseBody.start(input: .none, chunkedOutput: false)
+            // Bytes (or a half-close) the client sent after its request, before this answer,
+            // were left waiting and no new readiness event will announce them: they are
+            // pumped once this head is written (outputProgressed), not from inside the
+            // upstream's read.
         } else {
             responseBody.start(input: framing, chunkedOutput: chunkedToClient)
         }
@@ -1370,6 +1380,7 @@ final class DownstreamConnection: SocketConnection {
 
     private func pumpTunnelUp() {
         guard let upstream else { close(); return }
+        if tunnelClientDone { return }
         while readable || (inBuffer?.readableBytes ?? 0) > 0 {
             if let buffer = inBuffer, buffer.readableBytes > 0 {
                 let out = upstream.output()
@@ -1384,7 +1395,13 @@ final class DownstreamConnection: SocketConnection {
             switch readIntoInput() {
             case .data, .full: continue
             case .wouldBlock: releaseInputIfEmpty(); return
-            case .closed, .failed:
+            case .closed:
+                // A half-close: what the client sent goes out first, then the upstream gets
+                // the FIN; its answer keeps coming back until it closes (upstreamFailed).
+                upstream.shutdownAfterFlush()
+                tunnelClientDone = true
+                return
+            case .failed:
                 upstream.shutdownAfterFlush()
                 phase = .closingAfterFlush
                 if pendingOutput == 0 { close() }
@@ -1436,6 +1453,7 @@ final class DownstreamConnection: SocketConnection {
         route = nil
         endpoint = nil
         waitingForOutputRoom = false
+        tunnelClientDone = false
         requestBody.start(input: .none, chunkedOutput: false)
         responseBody.start(input: .none, chunkedOutput: false)
         if meta == nil { meta = worker.metaBuffers.acquire() }

@@ -146,6 +146,83 @@ def test_half_closed_client_with_partial_pipelined_head_gets_the_first_response(
     assert [x.target for x in upstream.complete] == ["/first"]
 
 
+class TunnelTarget:
+    """A CONNECT target: answers the CONNECT head with 200, then echoes bytes until EOF, then
+    closes. Records what it read after the head."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.heads, self.tunneled, self.saw_eof = [], b"", False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.srv.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = conn.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            self.heads.append(head)
+            conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            if rest:
+                self.tunneled += rest
+                conn.sendall(b"echo:" + rest)
+            while True:
+                d = conn.recv(65536)
+                if not d:
+                    self.saw_eof = True
+                    return
+                self.tunneled += d
+                conn.sendall(b"echo:" + d)
+
+    def close(self):
+        self.srv.close()
+
+
+def read_until(c, needle: bytes, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    try:
+        while needle not in c.buf:
+            if not c._fill(deadline):
+                break
+    except TimeoutError:
+        pass
+    return needle in c.buf
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_connect_tunnel_carries_bytes_sent_with_the_request(proxy_factory, half_close):
+    """Bytes a client sends right behind its CONNECT head (before the 200), and a half-close sent
+    with them, reach the target once the tunnel is up: no further readiness event will announce
+    them. Found by the differential test: they waited until the client sent more, forever."""
+    target = TunnelTarget()
+    try:
+        p = proxy_factory(clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{target.port}"], "connect_timeout": "1s"}])
+        with p.conn(timeout=3) as c:
+            c.send(b"CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443\r\n\r\nearly-bytes")
+            if half_close:
+                c.sock.shutdown(socket.SHUT_WR)
+            r = c.read_head(timeout=3)
+            assert r.status == 200, r
+            assert read_until(c, b"echo:early-bytes", 3), f"the early bytes did not cross the tunnel: {c.buf!r}"
+            if half_close:
+                closed, _ = c.wait_closed(3)
+                assert closed, "the client's half-close did not end the tunnel"
+                assert target.saw_eof
+            else:
+                c.send(b"later")
+                assert read_until(c, b"echo:later", 3), c.buf
+        assert target.heads and target.heads[0].startswith(b"CONNECT h.example:443 HTTP/1.1\r\nhost: h.example:443\r\n")
+    finally:
+        target.close()
+
+
 @pytest.mark.parametrize("target", [b"/path", b"u@h.example:443", b"http://h.example:443/", b"h.example", b"h.example:",
                                     b"h.example:44x", b":443"])
 def test_connect_takes_only_the_authority_form(proxy, upstream, target):
