@@ -102,7 +102,10 @@ public struct ChunkedDecoder: Sendable {
         return lineFeed - 1   // may equal start-1 for a bare LF at the start; callers validate
     }
 
-    /// `1*HEXDIG [ chunk-ext ] CRLF`, at most 15 hex digits (fits Int64 with room).
+    /// `1*HEXDIG [ chunk-ext ] CRLF`, at most 15 hex digits (fits Int64 with room). After the
+    /// size comes optional whitespace (RFC 9112 §7.1.1's BWS, and trailing whitespace as other
+    /// servers accept it), then nothing or a `;` that starts the extensions: "5 junk" is not a
+    /// size line.
     private func parseSizeLine(_ base: UnsafeMutablePointer<UInt8>, _ start: Int, _ lineEnd: Int) -> Int64? {
         guard lineEnd >= start, base[lineEnd] == 0x0D else { return nil }
         var index = start
@@ -114,9 +117,10 @@ public struct ChunkedDecoder: Sendable {
             index += 1
         }
         guard digits > 0, digits <= 15 else { return nil }
+        while index < lineEnd && (base[index] == 0x20 || base[index] == 0x09) { index += 1 }
         // Extensions are validated for shape (no control bytes) and then dropped.
         if index < lineEnd {
-            guard base[index] == UInt8(ascii: ";") || base[index] == 0x20 || base[index] == 0x09 else { return nil }
+            guard base[index] == UInt8(ascii: ";") else { return nil }
             while index < lineEnd {
                 guard isFieldValueByte(base[index]) else { return nil }
                 index += 1

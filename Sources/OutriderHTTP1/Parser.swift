@@ -456,8 +456,8 @@ func forEachListItem(_ value: UnsafePointer<UInt8>, _ count: Int, _ body: (Unsaf
 }
 
 /// Bytes of `uri-host [":" port]`: unreserved, sub-delims, "%", ":" and the IP-literal brackets.
-@inline(__always)
-func isHostByte(_ byte: UInt8) -> Bool {
+@inlinable @inline(__always)
+public func isHostByte(_ byte: UInt8) -> Bool {
     switch byte {
     case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
          UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "!"), UInt8(ascii: "$"),

@@ -99,6 +99,9 @@ final class DownstreamConnection: SocketConnection {
     private var clientClosedMidResponse = false
     private var exchangeActive = false
     private var waitingForOutputRoom = false
+    /// The client half-closed its side of a tunnel: its FIN went on to the upstream, whose
+    /// answer still flows back until it closes too (or the tunnel idles out).
+    private var tunnelClientDone = false
     private var lingering = false
 
     // Filter chain state for the request in the chain (SPEC §4–6).
@@ -385,7 +388,10 @@ final class DownstreamConnection: SocketConnection {
             waitingForOutputRoom = false
             upstream.resumeResponse()
         }
-        if phase == .tunnel, let upstream { upstream.resumeResponse() }
+        if phase == .tunnel, let upstream {
+            upstream.resumeResponse()
+            if readable || (inBuffer?.readableBytes ?? 0) > 0 { processInput() }
+        }
     }
 
     override func outputIdle() {
@@ -448,7 +454,8 @@ final class DownstreamConnection: SocketConnection {
                 case .closed:
                     // A client may half-close after its last request: what is still being
                     // written to it (a response finished this iteration) is delivered first.
-                    if pendingOutput > 0 && !(parser.isInProgress && (inBuffer?.readableBytes ?? 0) > 0) {
+                    // A partial head that follows it is dropped, not the response.
+                    if pendingOutput > 0 {
                         phase = .closingAfterFlush
                     } else {
                         close()
@@ -599,6 +606,13 @@ final class DownstreamConnection: SocketConnection {
             targetLength -= split.pathStart
         }
         if head.method == .connect {
+            // RFC 9112 §3.2.3: CONNECT takes the authority-form, host ":" port, and nothing
+            // else; it becomes the Host the app sees.
+            guard isAuthorityForm(target, targetLength) else {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048))
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
             hostPointer = target
             hostLength = targetLength
         }
@@ -611,9 +625,18 @@ final class DownstreamConnection: SocketConnection {
         if head.method == .connect || (targetLength == 1 && target[0] == UInt8(ascii: "*") && head.method == .options) {
             scratch.append(target, count: targetLength)
             pathLength = targetLength
-        } else if targetLength == 0 {
+        } else if targetLength == 0 || target[0] == UInt8(ascii: "?") {
+            // An absolute-form target without a path ("http://h", "http://h?q"): the path is
+            // "/" (RFC 9110 §4.2.3); the query comes as it came.
             scratch.append(UInt8(ascii: "/"))
             pathLength = 1
+            for offset in 0..<targetLength where target[offset] == UInt8(ascii: "#") {
+                recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048), hostPointer: hostPointer, hostLength: hostLength)
+                sendLocalReply(.badRequest, close: true)
+                return
+            }
+            scratch.append(target, count: targetLength)
+            queryLength = targetLength
         } else {
             guard let result = PathNormalizer.normalize(target, targetLength, into: scratch) else {
                 recordMeta(buffer, table, pathPointer: target, pathLength: min(targetLength, 2048), hostPointer: hostPointer, hostLength: hostLength)
@@ -1239,6 +1262,10 @@ final class DownstreamConnection: SocketConnection {
             phase = .tunnel
             armDeadline()
             responseBody.start(input: .none, chunkedOutput: false)
+            // Bytes (or a half-close) the client sent after its request, before this answer,
+            // were left waiting and no new readiness event will announce them: they are
+            // pumped once this head is written (outputProgressed), not from inside the
+            // upstream's read.
         } else {
             responseBody.start(input: framing, chunkedOutput: chunkedToClient)
         }
@@ -1380,6 +1407,7 @@ final class DownstreamConnection: SocketConnection {
 
     private func pumpTunnelUp() {
         guard let upstream else { close(); return }
+        if tunnelClientDone { return }
         while readable || (inBuffer?.readableBytes ?? 0) > 0 {
             if let buffer = inBuffer, buffer.readableBytes > 0 {
                 let out = upstream.output()
@@ -1394,7 +1422,13 @@ final class DownstreamConnection: SocketConnection {
             switch readIntoInput() {
             case .data, .full: continue
             case .wouldBlock: releaseInputIfEmpty(); return
-            case .closed, .failed:
+            case .closed:
+                // A half-close: what the client sent goes out first, then the upstream gets
+                // the FIN; its answer keeps coming back until it closes (upstreamFailed).
+                upstream.shutdownAfterFlush()
+                tunnelClientDone = true
+                return
+            case .failed:
                 upstream.shutdownAfterFlush()
                 phase = .closingAfterFlush
                 if pendingOutput == 0 { close() }
@@ -1447,6 +1481,7 @@ final class DownstreamConnection: SocketConnection {
         route = nil
         endpoint = nil
         waitingForOutputRoom = false
+        tunnelClientDone = false
         requestBody.start(input: .none, chunkedOutput: false)
         responseBody.start(input: .none, chunkedOutput: false)
         if meta == nil { meta = worker.metaBuffers.acquire() }
@@ -2030,10 +2065,29 @@ private func splitAbsoluteForm(_ target: UnsafePointer<UInt8>, _ count: Int) -> 
     else if count >= 8 && equalsLowercase(target, 8, "https://") { schemeLength = 8 }
     else { return nil }
     var index = schemeLength
-    while index < count && target[index] != UInt8(ascii: "/") && target[index] != UInt8(ascii: "?") { index += 1 }
+    while index < count && target[index] != UInt8(ascii: "/") && target[index] != UInt8(ascii: "?") {
+        // The authority becomes the Host the app sees: the same bytes as a Host header
+        // (no userinfo "@", RFC 9110 §4.2.4; nothing a Host field could not hold).
+        guard isHostByte(target[index]) else { return nil }
+        index += 1
+    }
     let authorityLength = index - schemeLength
-    guard authorityLength > 0, index < count, target[index] == UInt8(ascii: "/") else { return nil }
+    guard authorityLength > 0 else { return nil }
+    // The path may be empty ("http://h", "http://h?q"): the caller makes it "/".
     return (schemeLength, authorityLength, index)
+}
+
+/// `uri-host ":" port` (RFC 9112 §3.2.3), the only target CONNECT takes.
+private func isAuthorityForm(_ target: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    var colon = -1
+    for index in 0..<count {
+        guard isHostByte(target[index]) else { return false }
+        if target[index] == UInt8(ascii: ":") { colon = index }
+    }
+    let portDigits = count - colon - 1
+    guard colon > 0, portDigits >= 1, portDigits <= 5 else { return false }
+    for index in (colon + 1)..<count where target[index] < UInt8(ascii: "0") || target[index] > UInt8(ascii: "9") { return false }
+    return true
 }
 
 private func isValidRequestID(_ value: UnsafePointer<UInt8>, _ count: Int) -> Bool {

@@ -31,6 +31,8 @@ struct ChunkedDecoderTests {
 
     @Test func extensionsAreAcceptedAndDropped() {
         let input = bytes("5;name=value\r\nhello\r\n6 ; a=\"quoted ; value\" ;b\r\n world\r\n3\t;x\r\n!!!\r\n0;last=1\r\n\r\n")
+        // trailing whitespace after the size is tolerated (h11, nginx and Node do too)
+        #expect(decodeEveryWay(bytes("5 \r\nhello\r\n2\t\r\n!!\r\n0 \r\n\r\n")).payload == bytes("hello!!"))
         let outcome = decodeEveryWay(input)
         #expect(outcome == ChunkedOutcome(end: .end, payload: bytes("hello world!!!"), trailers: [], rest: []))
     }
@@ -66,6 +68,10 @@ struct ChunkedDecoderTests {
         ("empty size line", "\r\nhello\r\n0\r\n\r\n"),
         ("leading space before size", " 5\r\nhello\r\n0\r\n\r\n"),
         ("size then garbage", "5x\r\nhello\r\n0\r\n\r\n"),
+        ("size, space, garbage", "5 junk\r\nhello\r\n0\r\n\r\n"),
+        ("size, space, digit", "5 5\r\nhello\r\n0\r\n\r\n"),
+        ("size, tab, garbage", "5\tx=1\r\nhello\r\n0\r\n\r\n"),
+        ("last chunk, space, garbage", "5\r\nhello\r\n0 x\r\n\r\n"),
         ("16 hex digits", "0000000000000005\r\nhello\r\n0\r\n\r\n"),
         ("size overflowing Int64", "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
         ("missing CRLF after data", "5\r\nhelloX\r\n0\r\n\r\n"),

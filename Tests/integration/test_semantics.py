@@ -4,6 +4,7 @@ client's Connection: close, and many concurrent keep-alive clients."""
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -129,3 +130,136 @@ def test_half_closed_client_still_gets_its_response(proxy, upstream, path):
         assert r.status == 200, r
         closed, extra = c.wait_closed(3)
         assert closed and extra == b""
+
+
+def test_half_closed_client_with_partial_pipelined_head_gets_the_first_response(proxy, upstream):
+    """A complete request, the start of a second one, then a half-close: the first is answered
+    in full (the partial head is dropped), then the connection closes. Found by the differential
+    test: the proxy used to close at once and the forwarded request's answer was lost."""
+    with proxy.conn() as c:
+        c.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response(timeout=3)
+        assert r.status == 200 and r.json()["target"] == "/first", r
+        closed, extra = c.wait_closed(3)
+        assert closed and extra == b"", extra
+    assert [x.target for x in upstream.complete] == ["/first"]
+
+
+class TunnelTarget:
+    """A CONNECT target: answers the CONNECT head with 200, then echoes bytes until EOF, then
+    closes. Records what it read after the head."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.heads, self.tunneled, self.saw_eof = [], b"", False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.srv.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = conn.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            self.heads.append(head)
+            conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            if rest:
+                self.tunneled += rest
+                conn.sendall(b"echo:" + rest)
+            while True:
+                d = conn.recv(65536)
+                if not d:
+                    self.saw_eof = True
+                    return
+                self.tunneled += d
+                conn.sendall(b"echo:" + d)
+
+    def close(self):
+        self.srv.close()
+
+
+def read_until(c, needle: bytes, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    try:
+        while needle not in c.buf:
+            if not c._fill(deadline):
+                break
+    except TimeoutError:
+        pass
+    return needle in c.buf
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_connect_tunnel_carries_bytes_sent_with_the_request(proxy_factory, half_close):
+    """Bytes a client sends right behind its CONNECT head (before the 200), and a half-close sent
+    with them, reach the target once the tunnel is up: no further readiness event will announce
+    them. Found by the differential test: they waited until the client sent more, forever."""
+    target = TunnelTarget()
+    try:
+        p = proxy_factory(clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{target.port}"], "connect_timeout": "1s"}])
+        with p.conn(timeout=3) as c:
+            c.send(b"CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443\r\n\r\nearly-bytes")
+            if half_close:
+                c.sock.shutdown(socket.SHUT_WR)
+            r = c.read_head(timeout=3)
+            assert r.status == 200, r
+            assert read_until(c, b"echo:early-bytes", 3), f"the early bytes did not cross the tunnel: {c.buf!r}"
+            if half_close:
+                closed, _ = c.wait_closed(3)
+                assert closed, "the client's half-close did not end the tunnel"
+                assert target.saw_eof
+            else:
+                c.send(b"later")
+                assert read_until(c, b"echo:later", 3), c.buf
+        assert target.heads and target.heads[0].startswith(b"CONNECT h.example:443 HTTP/1.1\r\nhost: h.example:443\r\n")
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("target", [b"/path", b"u@h.example:443", b"http://h.example:443/", b"h.example", b"h.example:",
+                                    b"h.example:44x", b":443"])
+def test_connect_takes_only_the_authority_form(proxy, upstream, target):
+    """RFC 9112 §3.2.3: a CONNECT target is host:port; anything else is 400 and reaches nothing
+    (it used to be forwarded, with the target as the Host the app saw)."""
+    with proxy.conn() as c:
+        c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: h.example:443\r\n\r\n")
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and r.header("x-outrider-error") == "bad_request", r
+    time.sleep(0.1)
+    assert upstream.records == []
+
+
+@pytest.mark.parametrize("target,path,host", [
+    ("http://h.example", "/", "h.example"),
+    ("http://h.example?q=1", "/?q=1", "h.example"),
+    ("HTTPS://h.example:8443/a/../b?x", "/b?x", "h.example:8443"),
+])
+def test_absolute_form_without_path_is_root(proxy, upstream, target, path, host):
+    """RFC 9110 §4.2.3: an empty path in an http(s) URI is "/"; the authority is the Host."""
+    with proxy.conn() as c:
+        c.send(f"GET {target} HTTP/1.1\r\nHost: other\r\n\r\n".encode())
+        r = c.read_response(timeout=3)
+        assert r.status == 200, r
+    rec = upstream.last()
+    assert (rec.target, rec.header("host")) == (path, host)
+
+
+@pytest.mark.parametrize("target", ["http://user@h.example/", "http://user:pw@h.example/x", "http://h\"x/", "http://h{x}/",
+                                    "http:///x", "http://h.example/#frag", "http://h.example?q#frag"])
+def test_absolute_form_authority_must_be_a_host(proxy, upstream, target):
+    """The authority of an absolute-form target becomes the Host the app sees, so it must be what
+    a Host field may hold: no userinfo (RFC 9110 §4.2.4), no quotes or braces; a fragment is 400
+    as in an origin-form target."""
+    with proxy.conn() as c:
+        c.send(f"GET {target} HTTP/1.1\r\nHost: h.example\r\n\r\n".encode())
+        r = c.read_response(timeout=3)
+        assert r.status == 400 and r.header("x-outrider-error") == "bad_request", r
+    time.sleep(0.1)
+    assert upstream.records == []
