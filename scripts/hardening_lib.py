@@ -153,6 +153,22 @@ def context_switches(pid: int) -> int:
     return n
 
 
+def thread_wakeups(pid: int, name_prefix: str) -> int:
+    """Voluntary context switches (wake-ups from epoll_wait and the like) of the threads whose
+    name starts with name_prefix (the workers are outrider-w0, outrider-w1, ...)."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if not open(f"/proc/{pid}/task/{tid}/comm").read().startswith(name_prefix):
+                continue
+            for ln in open(f"/proc/{pid}/task/{tid}/status"):
+                if ln.startswith("voluntary_ctxt_switches:"):
+                    n += int(ln.split()[1])
+        except OSError:
+            pass
+    return n
+
+
 # ---------------------------------------------------------------------------------- metrics ---
 def metrics_text(admin_port: int, timeout: float = 5.0) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=timeout) as r:
