@@ -33,7 +33,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in ''|-h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in ''|-h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 for tool in nginx prlimit taskset; do
     command -v "$tool" >/dev/null || { scripts/install-deps.sh --apt-only || exit 1; break; }
