@@ -22,6 +22,10 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     private var session: HTTP2Session?
     private var bridges: [Int32: HTTP2StreamBridge] = [:]
     private var freeBridges: [HTTP2StreamBridge] = []
+    /// Streams whose HEADERS arrived in the bytes `session.receive` is working through: their
+    /// exchanges start once it returns, so a stream the client resets in the same read (rapid
+    /// reset, CVE-2023-44487) costs no routing, upstream connection or log line.
+    private var pendingStarts: [(stream: Int32, bridge: HTTP2StreamBridge)] = []
     private var clientIdentity: [UInt8]?
     private var originalDestination: AddressBox?
     private var gaugeMetrics: WorkerMetrics
@@ -105,6 +109,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     func close() {
         guard !isClosed else { return }
         isClosed = true
+        pendingStarts.removeAll()
         // The client is gone: every stream's exchange ends (logged as 499 when unanswered).
         session?.delegate = nil
         session = nil
@@ -185,6 +190,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             if let buffer = inBuffer, buffer.readableBytes > 0, let session {
                 let result = session.receive(buffer.readPointer, buffer.readableBytes)
                 buffer.consume(buffer.readableBytes)
+                startPendingExchanges()
                 if case .fatal(let failure) = result {
                     fail(failure)
                     return
@@ -263,7 +269,19 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         exchange.openVirtual(bridge, peer: peer, listener: listener, viaTLS: tls != nil || listener.listener.config.tls != nil,
                              clientIdentity: clientIdentity, originalDestination: originalDestination)
         armIdleDeadline()
-        exchange.startVirtual()
+        pendingStarts.append((stream, bridge))
+    }
+
+    /// Starts the exchanges of the streams opened by the bytes just received and still open.
+    private func startPendingExchanges() {
+        guard !pendingStarts.isEmpty else { return }
+        var index = 0
+        while index < pendingStarts.count {
+            let (stream, bridge) = pendingStarts[index]
+            index += 1
+            if !isClosed, bridges[stream] === bridge { bridge.startExchange() }
+        }
+        pendingStarts.removeAll(keepingCapacity: true)
     }
 
     func http2Session(_ session: HTTP2Session, didReceiveData bytes: UnsafePointer<UInt8>, count: Int, stream: Int32) {
@@ -388,6 +406,9 @@ final class HTTP2StreamBridge: VirtualPeer {
     private var receivedLength: Int64 = 0
     private var requestIsHead = false
     private var clientReset = false
+    /// The exchange runs (see `HTTP2DownstreamConnection.pendingStarts`); until then request
+    /// bytes only gather in `body`.
+    private var started = false
 
     // Response side.
     private enum ResponseState { case head, length(Int64), chunked, done }
@@ -407,6 +428,7 @@ final class HTTP2StreamBridge: VirtualPeer {
     /// cannot be one.
     func begin(stream: Int32, headers: HTTP2HeaderBlock, endStream: Bool, into out: ByteBuffer) -> Bool {
         self.stream = stream
+        started = false
         body.start(chunked: false, ended: endStream)
         declaredLength = -1
         receivedLength = 0
@@ -486,6 +508,12 @@ final class HTTP2StreamBridge: VirtualPeer {
         return out.writableBytes > 0
     }
 
+    func startExchange() {
+        guard !started, let exchange else { return }
+        started = true
+        exchange.startVirtual()
+    }
+
     func bodyArrived(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
         receivedLength += Int64(count)
         guard let exchange, declaredLength < 0 || receivedLength <= declaredLength else {
@@ -500,7 +528,7 @@ final class HTTP2StreamBridge: VirtualPeer {
             exchange.close()
             return
         }
-        exchange.virtualInputArrived()
+        if started { exchange.virtualInputArrived() }
     }
 
     func trailersArrived(_ trailers: HTTP2HeaderBlock) {
@@ -510,7 +538,7 @@ final class HTTP2StreamBridge: VirtualPeer {
 
     func requestEnded() {
         body.ended = true
-        exchange?.virtualInputArrived()
+        if started { exchange?.virtualInputArrived() }
     }
 
     func resetByClient() {

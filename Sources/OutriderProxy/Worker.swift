@@ -34,6 +34,11 @@ final class Worker: @unchecked Sendable {
     private var freeUpstreams: [UpstreamConnection] = []
     /// Connections with output to write at the end of this loop iteration.
     private var flushQueue: [SocketConnection] = []
+    /// Connections closed while still in `flushQueue`: they go back to the free lists only
+    /// after the queue has run. Handed out again at once, the queued flush would reach their
+    /// next life — e.g. a send on an upstream socket whose connect is still in progress, a
+    /// refused connect then taken for a reset of an established connection (not retried).
+    private var closedWhileQueued: [SocketConnection] = []
     /// Requests to try again at the end of this iteration (a retry without backoff).
     private var retryQueue: [(connection: DownstreamConnection, serial: UInt64)] = []
     /// Ciphertext read from a TLS socket on its way into the engine (never held across events).
@@ -173,7 +178,11 @@ final class Worker: @unchecked Sendable {
         connection.liveIndex = -1
         if !connection.isVirtual { connection.listener?.connectionClosed() }
         connection.listener = nil
-        if freeDownstreams.count < 1024 { freeDownstreams.append(connection) }
+        if connection.flushQueued {
+            closedWhileQueued.append(connection)
+        } else if freeDownstreams.count < 1024 {
+            freeDownstreams.append(connection)
+        }
         connectionGone()
     }
 
@@ -182,7 +191,11 @@ final class Worker: @unchecked Sendable {
     }
 
     func recycle(_ connection: UpstreamConnection) {
-        if freeUpstreams.count < 1024 { freeUpstreams.append(connection) }
+        if connection.flushQueued {
+            closedWhileQueued.append(connection)
+        } else if freeUpstreams.count < 1024 {
+            freeUpstreams.append(connection)
+        }
     }
 
     // MARK: output batching
@@ -216,6 +229,16 @@ final class Worker: @unchecked Sendable {
             index += 1
         }
         flushQueue.removeAll(keepingCapacity: true)
+        if !closedWhileQueued.isEmpty {
+            for connection in closedWhileQueued {
+                if let upstream = connection as? UpstreamConnection {
+                    if freeUpstreams.count < 1024 { freeUpstreams.append(upstream) }
+                } else if let downstream = connection as? DownstreamConnection {
+                    if freeDownstreams.count < 1024 { freeDownstreams.append(downstream) }
+                }
+            }
+            closedWhileQueued.removeAll(keepingCapacity: true)
+        }
         if let accessLog, accessLog.hasPendingLines {
             let due = accessLog.dueAt
             if due <= loop.now { accessLog.handOver() } else { ticker.want(due, loop) }

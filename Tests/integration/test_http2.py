@@ -1030,6 +1030,34 @@ def test_flood_continuation(flood_proxy):
         f"the flooded request was answered: {describe(frames)}"
 
 
+def test_rapid_reset_in_one_read_reaches_no_upstream(proxy_factory, upstream):
+    """Streams opened and reset by the client in the same read (the CVE-2023-44487 pattern)
+    start no exchange: no routing, no upstream connection, no access-log line. Found by
+    `scripts/flood.sh h2`: each reset stream used to cost an upstream connect, and a few
+    attacking connections (1000 resets each before the budget closes them) took the worker
+    from legitimate clients (p99 x190). A stream that is not reset is still served."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None}, top={"workers": 1})
+    n = 100
+    with RawH2(p.port, timeout=5) as raw:
+        raw.send(raw.preface())
+        frames = raw.read_until(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, 5)
+        raw.answer_pings_and_settings(frames)
+        conns0 = upstream.connections
+        batch = b"".join(raw.headers(s, raw.request_fields(f"/rr/{s}")) + raw.rst(s, ErrorCodes.CANCEL)
+                         for s in range(1, 2 * n, 2))
+        raw.send(batch + raw.headers(2 * n + 1, raw.request_fields("/after-resets")))
+        got = raw.read_until(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 2 * n + 1, 5)
+        assert any(isinstance(f, HeadersFrame) and f.stream_id == 2 * n + 1 and (":status", "200") in (f.fields or [])
+                   for f in got), f"the stream that was not reset was not served: {describe(got)}"
+    opened = upstream.connections - conns0
+    assert opened <= 3, f"{opened} upstream connections for {n} streams reset in the same read (and 1 kept)"
+    reached = [r.target for r in upstream.records if r.target.startswith("/rr/")]
+    assert len(reached) <= 2, f"reset streams reached the upstream: {reached[:10]}"
+    time.sleep(0.3)
+    logged = [e["path"] for e in p.access_log() if e.get("path", "").startswith("/rr/")]
+    assert len(logged) <= 2, f"{len(logged)} access-log lines for streams reset before they started"
+
+
 @pytest.mark.parametrize("kind", ["settings", "ping"])
 def test_flood_settings_ping_unread(flood_proxy, kind):
     """SETTINGS or PING frames sent without ever reading the ACKs (a small receive buffer): the

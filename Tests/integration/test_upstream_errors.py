@@ -2,6 +2,7 @@
 upstream_protocol, 504 upstream_timeout, statuses passed through, and the stale pooled
 connection race."""
 
+import os
 import time
 
 import pytest
@@ -177,3 +178,59 @@ def test_pool_max_idle_per_endpoint(proxy_factory, upstream):
     assert upstream.connections == 4
     assert upstream.wait_for(lambda: upstream.open_connections <= 1, 3), \
         f"{upstream.open_connections} upstream connections kept idle with max_idle_per_endpoint 1"
+
+
+def test_connect_failure_on_recycled_upstream_connection_is_still_a_connect_failure(proxy_factory, upstream):
+    """Found by scripts/soak.sh (1 in ~9,000 requests to a dead cluster answered 502
+    upstream_reset, not retried): an upstream connection queued for a flush and closed in the
+    same loop iteration went back to the free list at once; a connect made with it in that
+    iteration (here: to a dead endpoint) was then flushed before the connect had completed,
+    and the refused send was taken for a reset of an established connection.
+
+    Made deterministic by stopping the proxy while client A sends a body chunk and closes
+    (its upstream connection gets queued for a flush, then closed) and client B asks for the
+    dead route: both arrive in one epoll batch after SIGCONT."""
+    import signal
+    import socket
+
+    from wire import dead_port
+
+    dead = dead_port()
+    p = proxy_factory(
+        upstream=upstream, top={"workers": 1},
+        clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{upstream.port}"], "connect_timeout": "1s"},
+                  {"name": "dead", "endpoints": [f"127.0.0.1:{dead}"], "connect_timeout": "1s"}],
+        routes=[{"name": "dead", "match": {"path_prefix": "/dead"}, "cluster": "dead"},
+                {"name": "app", "match": {"path_prefix": "/"}, "cluster": "app"}])
+    wrong = []
+    ROUNDS = 30
+    for i in range(ROUNDS):
+        a = p.conn()
+        a.send(b"POST /echo/abort HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n")
+        deadline = time.monotonic() + 3
+        while not any(rec.target == "/echo/abort" and rec.body_len >= 16 for rec in upstream.records[-3:]):
+            assert time.monotonic() < deadline, "the first chunk did not reach the upstream"
+            time.sleep(0.01)
+        b = p.conn()
+        b.request("GET", "/ready")  # accepted and registered before the proxy stops
+        assert b.read_response().status == 200
+        os.kill(p.pid, signal.SIGSTOP)
+        try:
+            a.send(b"10\r\nfedcba9876543210\r\n")
+            a.sock.shutdown(socket.SHUT_WR)
+            time.sleep(0.02)
+            b.request("GET", f"/dead/{i}")
+            time.sleep(0.02)
+        finally:
+            os.kill(p.pid, signal.SIGCONT)
+        r = b.read_response()
+        if (r.status, r.header("x-outrider-error")) != (502, "upstream_connect"):
+            wrong.append((i, r.status, r.header("x-outrider-error")))
+        a.close()
+        b.close()
+    assert not wrong, f"a connect failure reported as something else (round, status, reason): {wrong}"
+    p.wait_access_log(lambda e: e.get("path") == f"/dead/{ROUNDS - 1}")
+    lines = [e for e in p.access_log() if e.get("path", "").startswith("/dead/")]
+    assert len(lines) == ROUNDS, f"{len(lines)} access-log lines for {ROUNDS} dead-route requests"
+    once = [(e["path"], e["attempts"], e["error"]) for e in lines if e["attempts"] != 2]
+    assert not once, f"each dead-route request must be tried twice (default retry on connect failure): {once}"
