@@ -152,7 +152,7 @@ public final class BufferPool {
     }
 
     @inlinable @inline(__always)
-    public func release(_ buffer: ByteBuffer) {
+    public func release(_ buffer: consuming ByteBuffer) {
         outstanding -= 1
         buffer.clear()
         if freeCount < maxRetained {

@@ -725,7 +725,7 @@ final class DownstreamConnection: SocketConnection {
         guard let route, let listenerRuntime = listener?.listener else { return }
         let base = UnsafePointer(buffer.base)
         // Serialize what goes upstream (kept until the response starts, for a retry).
-        let out = worker.buffers.acquire()
+        let out = buffers.acquire()
         requestHead = out
         serializeRequestHead(out, base: base, table: table, route: route, listenerRuntime: listenerRuntime,
                              path: path, pathLength: pathLength, queryLength: queryLength,
@@ -797,7 +797,7 @@ final class DownstreamConnection: SocketConnection {
 
     private func prepareFilterContext(_ buffer: ByteBuffer, _ table: HeaderTable, path: UnsafePointer<UInt8>,
                                       pathLength: Int, queryLength: Int, now: Int64) -> FilterContext {
-        let scratch = worker.buffers.acquire()
+        let scratch = buffers.acquire()
         let context: FilterContext
         if let existing = filterContext {
             context = existing
@@ -863,7 +863,7 @@ final class DownstreamConnection: SocketConnection {
         guard filtersActive, let context = filterContext else { return }
         filtersActive = false
         context.headers = nil
-        worker.buffers.release(context.scratch)
+        buffers.release(context.scratch)
         context.serial &+= 1
     }
 
@@ -1007,7 +1007,7 @@ final class DownstreamConnection: SocketConnection {
         if afterSending && !requestMethod.isIdempotent { return false }
         if requestBody.transferred > 0 || (afterSending && requestBody.input != .none) {
             guard replayable, let replay, let head = requestHead,
-                  head.readableBytes + replay.readableBytes + 16 * 1024 <= worker.buffers.bufferCapacity else {
+                  head.readableBytes + replay.readableBytes + 16 * 1024 <= buffers.bufferCapacity else {
                 return requestBody.transferred == 0 && !afterSending
             }
         }
@@ -1132,10 +1132,10 @@ final class DownstreamConnection: SocketConnection {
     /// past `max_replay_body` stops being replayable and its copy is dropped.
     private func keepForReplay(_ out: ByteBuffer, count: Int) {
         guard let route else { return }
-        if replay == nil { replay = worker.buffers.acquire() }
+        if replay == nil { replay = buffers.acquire() }
         guard let replay, requestBody.transferred <= route.retry.maxReplayBody, count <= replay.writableBytes else {
             replayable = false
-            if let replay { worker.buffers.release(replay); self.replay = nil }
+            if let replay { buffers.release(replay); self.replay = nil }
             return
         }
         replay.append(UnsafePointer(out.base + out.writerIndex - count), count: count)
@@ -1197,7 +1197,7 @@ final class DownstreamConnection: SocketConnection {
         upstreamHeadersAt = worker.loop.now
         if let endpoint { routing.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
         responseDeadline = 0
-        if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
+        if let buffer = requestHead { buffers.release(buffer); requestHead = nil }
 
         let tunnel = (status == 101 && isUpgradeRequest) || (requestMethod == .connect && status >= 200 && status < 300)
         let bodyless = requestMethod == .head || status == 204 || status == 304 || (status >= 100 && status < 200) || tunnel
@@ -1555,8 +1555,8 @@ final class DownstreamConnection: SocketConnection {
                 connection.exchangeFinished(reusable: reusableUpstream)
             }
         }
-        if let buffer = requestHead { worker.buffers.release(buffer); requestHead = nil }
-        if let buffer = replay { worker.buffers.release(buffer); replay = nil }
+        if let buffer = requestHead { buffers.release(buffer); requestHead = nil }
+        if let buffer = replay { buffers.release(buffer); replay = nil }
         endTry()
         if countedClusterRequest, let route {
             countedClusterRequest = false

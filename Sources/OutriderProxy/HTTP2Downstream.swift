@@ -255,9 +255,9 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             return
         }
         let bridge = freeBridges.popLast() ?? HTTP2StreamBridge(connection: self)
-        let input = worker.buffers.acquire()
+        let input = buffers.acquire()
         guard bridge.begin(stream: stream, headers: headers, endStream: endStream, into: input) else {
-            worker.buffers.release(input)
+            buffers.release(input)
             freeBridges.append(bridge)
             replyDirectly(stream, bridge.refusal)
             return

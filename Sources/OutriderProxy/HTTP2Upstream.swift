@@ -576,7 +576,7 @@ final class HTTP2UpstreamStream: VirtualPeer {
     func responseHead(_ headers: HTTP2HeaderBlock, endStream: Bool) {
         let status = headers.status
         guard status >= 200, let exchange else { return }   // interim answers are not relayed
-        let out = exchange.inBuffer ?? worker.buffers.acquire()
+        let out = exchange.inBuffer ?? exchange.buffers.acquire()
         exchange.inBuffer = out
         guard headers.listSize + 128 < out.writableBytes else {
             exchange.virtualFailed(.upstreamProtocol, connectFailure: false)

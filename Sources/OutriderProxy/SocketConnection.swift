@@ -54,8 +54,14 @@ class SocketConnection: LoopHandler {
     final var virtualPeer: VirtualPeer?
     static let virtualDescriptor: Int32 = .max
 
+    /// The worker's buffer pool, which outlives every connection of the worker: held without
+    /// reference counting, like `worker`, so taking and returning a buffer costs no
+    /// retain/release of the pool.
+    unowned(unsafe) let buffers: BufferPool
+
     init(worker: Worker) {
         self.worker = worker
+        self.buffers = worker.buffers
         super.init()
     }
 
@@ -70,7 +76,7 @@ class SocketConnection: LoopHandler {
                 compactInput()
             }
         } else {
-            buffer = worker.buffers.acquire()
+            buffer = buffers.acquire()
             inBuffer = buffer
         }
         if let virtualPeer {
@@ -201,10 +207,10 @@ class SocketConnection: LoopHandler {
         while true {
             if tlsOut?.isEmpty ?? true {
                 if tls.pendingCiphertextCount == 0 {
-                    if let out = tlsOut { worker.buffers.release(out); tlsOut = nil }
+                    if let out = tlsOut { buffers.release(out); tlsOut = nil }
                     return sent
                 }
-                let out = tlsOut ?? worker.buffers.acquire()
+                let out = tlsOut ?? buffers.acquire()
                 tlsOut = out
                 out.clear()
                 out.writerIndex += tls.takeCiphertext(into: out.writePointer, capacity: out.writableBytes)
@@ -287,25 +293,19 @@ class SocketConnection: LoopHandler {
 
     @inline(__always)
     final func releaseInputIfEmpty() {
-        if let buffer = inBuffer, buffer.isEmpty {
-            worker.buffers.release(buffer)
-            inBuffer = nil
-        }
+        if inBuffer?.isEmpty == true, let buffer = inBuffer.take() { buffers.release(buffer) }
     }
 
     @inline(__always)
     final func releaseOutputIfEmpty() {
-        if let buffer = outBuffer, buffer.isEmpty {
-            worker.buffers.release(buffer)
-            outBuffer = nil
-        }
+        if outBuffer?.isEmpty == true, let buffer = outBuffer.take() { buffers.release(buffer) }
     }
 
     /// The output buffer, taken from the pool when there is none.
     @inline(__always)
     final func output() -> ByteBuffer {
         if let buffer = outBuffer { return buffer }
-        let buffer = worker.buffers.acquire()
+        let buffer = buffers.acquire()
         outBuffer = buffer
         return buffer
     }
@@ -380,8 +380,8 @@ class SocketConnection: LoopHandler {
             virtualPeer = nil
             worker.loop.forget(self)
             fd = -1
-            if let buffer = inBuffer { worker.buffers.release(buffer); inBuffer = nil }
-            if let buffer = outBuffer { worker.buffers.release(buffer); outBuffer = nil }
+            if let buffer = inBuffer { buffers.release(buffer); inBuffer = nil }
+            if let buffer = outBuffer { buffers.release(buffer); outBuffer = nil }
             readable = false
             writable = false
             peerClosed = false
@@ -397,14 +397,14 @@ class SocketConnection: LoopHandler {
                 _ = sendTLSCiphertext(reportFailure: false)
             }
             self.tls = nil
-            if let out = tlsOut { worker.buffers.release(out); tlsOut = nil }
+            if let out = tlsOut { buffers.release(out); tlsOut = nil }
             tlsFailed = false
         }
         worker.loop.forget(self)
         Sys.close(fd)
         fd = -1
-        if let buffer = inBuffer { worker.buffers.release(buffer); inBuffer = nil }
-        if let buffer = outBuffer { worker.buffers.release(buffer); outBuffer = nil }
+        if let buffer = inBuffer { buffers.release(buffer); inBuffer = nil }
+        if let buffer = outBuffer { buffers.release(buffer); outBuffer = nil }
         readable = false
         writable = false
         peerClosed = false
