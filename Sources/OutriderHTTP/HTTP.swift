@@ -202,7 +202,7 @@ public final class HeaderTablePool {
     }
 
     @inlinable @inline(__always)
-    public func release(_ table: HeaderTable) {
+    public func release(_ table: consuming HeaderTable) {
         table.reset()
         if freeCount < maxRetained {
             table.nextFree = freeHead

@@ -302,7 +302,7 @@ final class DownstreamConnection: SocketConnection {
         routing = listener?.routing ?? worker.routing
         endFilters()
         filterContext?.serial &+= 1
-        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
         closeSocket()
         worker.recycle(self)
     }
@@ -563,7 +563,7 @@ final class DownstreamConnection: SocketConnection {
         hangupSeen = false
         gaugeIndex = -1
         originalDestinationBox = nil
-        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
         phase = .closed
         // Recycled as a free object: the listener still counts the connection (it moved).
         self.listener = nil
@@ -1197,7 +1197,7 @@ final class DownstreamConnection: SocketConnection {
         upstreamHeadersAt = worker.loop.now
         if let endpoint { routing.metrics.recordUpstream(endpoint: endpoint.index, status: status) }
         responseDeadline = 0
-        if let buffer = requestHead { buffers.release(buffer); requestHead = nil }
+        if requestHead != nil, let buffer = requestHead.take() { buffers.release(buffer) }
 
         let tunnel = (status == 101 && isUpgradeRequest) || (requestMethod == .connect && status >= 200 && status < 300)
         let bodyless = requestMethod == .head || status == 204 || status == 304 || (status >= 100 && status < 200) || tunnel
@@ -1210,7 +1210,7 @@ final class DownstreamConnection: SocketConnection {
         let clientIsHTTP11 = requestMinorVersion == 1
         let chunkedToClient = clientIsHTTP11 && (framing == .chunked || framing == .untilClose)
         if !clientIsHTTP11 && (framing == .chunked || framing == .untilClose) { keepAlive = false }
-        if worker.isDraining(listener?.listener) { keepAlive = false }
+        if worker.draining && worker.isDraining(listener?.listener) { keepAlive = false }
         if !requestBody.isDone { keepAlive = false }
 
         let base = UnsafePointer(source.base)
@@ -1319,7 +1319,7 @@ final class DownstreamConnection: SocketConnection {
     /// The whole response has been handed to the client's output.
     func responseComplete(upstreamReusable: Bool) {
         finishExchange(reusableUpstream: upstreamReusable && requestBody.isDone)
-        if keepAlive && !worker.isDraining(listener?.listener) {
+        if keepAlive && !(worker.draining && worker.isDraining(listener?.listener)) {
             phase = .waitingHead
             headStartedAt = worker.loop.now
             armDeadline()
@@ -1555,7 +1555,7 @@ final class DownstreamConnection: SocketConnection {
                 connection.exchangeFinished(reusable: reusableUpstream)
             }
         }
-        if let buffer = requestHead { buffers.release(buffer); requestHead = nil }
+        if requestHead != nil, let buffer = requestHead.take() { buffers.release(buffer) }
         if let buffer = replay { buffers.release(buffer); replay = nil }
         endTry()
         if countedClusterRequest, let route {
@@ -1683,7 +1683,7 @@ final class DownstreamConnection: SocketConnection {
             out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
             out.append("\r\n")
         }
-        let closing = closeAfter || !keepAlive || worker.isDraining(listener?.listener)
+        let closing = closeAfter || !keepAlive || (worker.draining && worker.isDraining(listener?.listener))
         if closing { out.append("connection: close\r\n") }
         out.append("\r\n")
         if requestMethod != .head || !exchangeActive {
@@ -1691,7 +1691,7 @@ final class DownstreamConnection: SocketConnection {
         }
         bytesOut += Int64(bodyLength)
         worker.queueFlush(self)
-        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
         if closing {
             keepAlive = false
             finishExchange(reusableUpstream: false)

@@ -307,7 +307,7 @@ final class UpstreamConnection: SocketConnection {
                         headPending = false
                         if interim { continue }
                         headDone = true
-                        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+                        if let table = headers.take() { worker.releaseHeaderTable(table) }
                         tunnel = downstream.inTunnel
                         continue
                     }
@@ -393,7 +393,7 @@ final class UpstreamConnection: SocketConnection {
     /// next request goes to the same original destination) instead of an endpoint pool.
     func exchangeFinished(reusable: Bool, keptByClient: Bool = false) {
         downstream = nil
-        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
         if virtualPeer != nil {
             // A stream lives for one exchange; its connection stays.
             close()
@@ -428,7 +428,7 @@ final class UpstreamConnection: SocketConnection {
         state = .closed
         serial &+= 1
         downstream = nil
-        if let table = headers { worker.releaseHeaderTable(table); headers = nil }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
         closeSocket()
         endpointIndex = -1
         worker.recycle(self)

@@ -115,7 +115,7 @@ final class Worker: @unchecked Sendable {
     }
 
     @inline(__always)
-    func releaseHeaderTable(_ table: HeaderTable) {
+    func releaseHeaderTable(_ table: consuming HeaderTable) {
         headerTables.release(table)
     }
 
