@@ -21,6 +21,9 @@ class VirtualPeer {
     func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome { .wouldBlock }
     /// Takes what it can of `buffer` (consuming it); what it leaves waits for room.
     func deliver(_ buffer: ByteBuffer) {}
+    /// Response body bytes the peer should be given now (its flow control and buffer limits);
+    /// at 0 or below the connection reads no more from its upstream until the peer makes room.
+    func outputRoom() -> Int { .max }
     /// The connection closed and forgot this peer.
     func connectionClosed() {}
 }
@@ -59,9 +62,9 @@ class SocketConnection: LoopHandler {
         super.init()
     }
 
-    /// Reads once into the input buffer (taking one from the pool if needed). A short read means
-    /// the socket is drained, so no extra read is spent to see EAGAIN.
-    final func readIntoInput() -> ReadOutcome {
+    /// Reads once into the input buffer (taking one from the pool if needed), at most `limit`
+    /// bytes. A short read means the socket is drained, so no extra read is spent to see EAGAIN.
+    final func readIntoInput(limit: Int = .max) -> ReadOutcome {
         let buffer: ByteBuffer
         if let existing = inBuffer {
             buffer = existing
@@ -73,8 +76,9 @@ class SocketConnection: LoopHandler {
             buffer = worker.buffers.acquire()
             inBuffer = buffer
         }
+        let room = min(buffer.writableBytes, max(1, limit))
         if let virtualPeer {
-            let outcome = virtualPeer.fill(buffer, limit: buffer.writableBytes)
+            let outcome = virtualPeer.fill(buffer, limit: room)
             if outcome != .data {
                 readable = false
                 releaseInputIfEmpty()
@@ -82,11 +86,10 @@ class SocketConnection: LoopHandler {
             return outcome
         }
         if let tls {
-            let outcome = readTLS(tls, into: buffer, limit: buffer.writableBytes)
+            let outcome = readTLS(tls, into: buffer, limit: room)
             if outcome == .wouldBlock || outcome == .closed { releaseInputIfEmpty() }
             return outcome
         }
-        let room = buffer.writableBytes
         let count = Sys.receive(fd, buffer.writePointer, room)
         if count > 0 {
             buffer.writerIndex += count
