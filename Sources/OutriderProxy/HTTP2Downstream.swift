@@ -15,7 +15,7 @@ import OutriderTLS
 ///
 /// Taken over from the `DownstreamConnection` that accepted the socket, with its epoll
 /// registration, its TLS session and whatever it had read.
-final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
+final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, ResumableWork {
     var listener: ListenerHandler?
     var liveIndex = -1
     private(set) var peer = PeerAddress()
@@ -254,9 +254,24 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         if readable && !closingAfterFlush { processInput() }
     }
 
+    /// Bytes handed to nghttp2 per turn. A client that never lets its socket run dry (a flood
+    /// of frames, a fast upload) gets this much, then the worker's other connections get their
+    /// turn and this one is resumed in the next iteration (`Worker.resumeLater`).
+    private static let readBudget = 64 * 1024
+    private var resumeQueued = false
+
+    func resumeWork() {
+        resumeQueued = false
+        if readable && !closingAfterFlush && !isClosed {
+            processInput()
+        }
+    }
+
     private func processInput() {
+        var fed = 0
         while fd >= 0 && !isClosed && !closingAfterFlush {
             if let buffer = inBuffer, buffer.readableBytes > 0, let session {
+                fed += buffer.readableBytes
                 let result = session.receive(buffer.readPointer, buffer.readableBytes)
                 buffer.consume(buffer.readableBytes)
                 startPendingExchanges()
@@ -268,7 +283,14 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             }
             releaseInputIfEmpty()
             guard readable else { break }
-            switch readIntoInput() {
+            if fed >= Self.readBudget {
+                if !resumeQueued {
+                    resumeQueued = true
+                    worker.resumeLater(self)
+                }
+                break
+            }
+            switch readIntoInput(limit: Self.readBudget) {
             case .data, .full:
                 continue
             case .wouldBlock:

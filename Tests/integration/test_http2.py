@@ -1132,6 +1132,65 @@ def test_bad_preface_counted(proxy_factory, upstream, pki):
     assert not [r for r in upstream.records if "not-a-preface" in r.target]
 
 
+def test_reconnecting_settings_ping_flooders_do_not_starve_a_client(proxy_factory, upstream):
+    """Two attackers reconnect as soon as they are closed, each time sending 256 KiB of SETTINGS
+    (or PING) frames and never reading the ACKs (`scripts/flood.sh h2`'s churn floods, which
+    cost a legitimate client's p99 x5-13). On one worker, a client's sequential requests
+    all succeed meanwhile and none waits long; every flooding connection is closed (`flood`)."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None},
+                      top={"workers": 1, "access_log": {"format": "off"}})
+    stop = threading.Event()
+    closed = [0]
+    stalled = []
+
+    def attacker(kind):
+        frame = RawH2.settings() if kind == "settings" else RawH2.ping(b"floodpng")
+        batch = frame * ((256 << 10) // len(frame))
+        while not stop.is_set():
+            try:
+                raw = RawH2(p.port, timeout=3, rcvbuf=4096)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            try:
+                raw.sock.sendall(raw.preface())
+                while not stop.is_set():
+                    raw.sock.sendall(batch)
+            except TimeoutError:
+                stalled.append(kind)
+            except OSError:
+                closed[0] += 1
+            finally:
+                raw.close()
+
+    threads = [threading.Thread(target=attacker, args=(k,), daemon=True) for k in ("settings", "ping")]
+    latencies, statuses = [], []
+    with H2Client(p.port, timeout=5) as c:
+        assert c.get("/before").status == 200
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t_end = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < t_end:
+            t0 = time.monotonic()
+            r = c.get(f"/legit/{i}", timeout=5)
+            latencies.append(time.monotonic() - t0)
+            statuses.append(r.status)
+            i += 1
+        stop.set()
+    for t in threads:
+        t.join(5)
+    assert not stalled, f"flooding connections the proxy stopped reading without closing: {stalled}"
+    assert set(statuses) == {200}, statuses
+    latencies.sort()
+    assert len(latencies) >= 30, f"only {len(latencies)} requests answered in 3 s under the floods"
+    assert latencies[-1] < 1.0, f"slowest request {latencies[-1] * 1000:.0f} ms under the floods (median {latencies[len(latencies) // 2] * 1000:.1f} ms)"
+    assert closed[0] >= 10, f"only {closed[0]} flooding connections closed in 3 s"
+    v = wait_metric(p.admin_port, CLOSED_METRIC, 10, listener="inbound", reason="flood")
+    assert v >= 10, f'{CLOSED_METRIC}{{reason="flood"}} is {v}'
+
+
 # ---------------------------------------------------------------------------------------------
 # 9b. Clients that take nothing: send timeout, bounded buffering (issue #9)
 
