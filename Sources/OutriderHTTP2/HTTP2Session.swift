@@ -47,6 +47,11 @@ public final class HTTP2Session {
     private var pendingTermination: HTTP2ErrorCode?
 
     private var streams: [Int32: HTTP2Stream] = [:]
+    /// Body bytes buffered for sending on all streams (submitted, not yet taken by nghttp2).
+    public private(set) var bufferedSendTotal = 0
+    /// Streams `sendRoom` turned away because of `connectionSendBufferLimit`: told
+    /// `streamWindowOpened` once `bufferedSendTotal` is down to half of it.
+    private var connectionRoomWaiters: [Int32] = []
     private var streamPool: [HTTP2Stream] = []
     private var streamPoolLimit: Int { configuration.streamPoolLimit }
 
@@ -309,6 +314,7 @@ public final class HTTP2Session {
                                    description: "stream \(stream): its body was ended or never announced")
         }
         state.appendToSendBuffer(bytes, count)
+        bufferedSendTotal += count
         if endStream { state.endSubmitted = true }
         resumeIfDeferred(state)
         let belowHighWater = state.bufferedCount < configuration.streamSendBufferHighWater
@@ -401,6 +407,85 @@ public final class HTTP2Session {
     /// Bytes buffered for sending on a stream, not yet taken by nghttp2.
     public func bufferedSendBytes(stream: Int32) -> Int { streams[stream]?.bufferedCount ?? 0 }
 
+    /// Body bytes of a stream nghttp2 has taken for sending so far: its write progress.
+    public func sentBytes(stream: Int32) -> Int { streams[stream]?.sentCount ?? 0 }
+
+    /// How many more body bytes `stream` should be given now: what its flow-control windows
+    /// (the stream's and the connection's) let out, plus `sendBufferSlack`, with at most
+    /// `streamSendBufferHighWater` buffered for the stream and `connectionSendBufferLimit` for
+    /// all streams together. At 0 (less than `minimumSendRoom`), the writer is told
+    /// `streamWindowOpened` when that changes: its bytes went out, or the connection's buffers
+    /// drained to half their limit. So a stream whose client never opens its window holds
+    /// `sendBufferSlack` bytes here, and one connection about its limit at most (plus what
+    /// writers put in past their room).
+    public func sendRoom(stream: Int32) -> Int {
+        let room = rawSendRoom(stream: stream)
+        return room < Self.minimumSendRoom ? 0 : room
+    }
+
+    /// Less room than this counts as none (`sendRoom` answers 0): room for a chunk's framing.
+    public static let minimumSendRoom = 64
+
+    private func rawSendRoom(stream: Int32) -> Int {
+        guard !isUnusable, let state = streams[stream] else { return 0 }
+        let streamWindow = Int(nghttp2_session_get_stream_remote_window_size(session, stream))
+        let connectionWindow = Int(nghttp2_session_get_remote_window_size(session))
+        let window = max(0, min(streamWindow, connectionWindow))
+        // Bytes beyond the windows (the slack) only while the connection's buffers are under
+        // half their limit: streams whose client keeps its window shut fill half at most, and
+        // the other half stays for streams whose bytes can leave at once.
+        let slackAllowed = bufferedSendTotal < configuration.connectionSendBufferLimit / 2
+        let streamRoom = min(configuration.streamSendBufferHighWater,
+                             window + (slackAllowed ? configuration.sendBufferSlack : 0)) - state.bufferedCount
+        let connectionRoom = configuration.connectionSendBufferLimit - bufferedSendTotal
+        // What the windows let out now is always given (up to the stream's high-water mark):
+        // it leaves as fast as the client reads, so streams whose clients keep their windows
+        // shut cannot starve the others of the connection's budget.
+        let windowRoom = min(configuration.streamSendBufferHighWater, window) - state.bufferedCount
+        let room = max(windowRoom, min(streamRoom, connectionRoom))
+        if room < Self.minimumSendRoom {
+            // Woken when its bytes leave (`readData`) or its window grows (WINDOW_UPDATE), or
+            // when the connection's buffers drained (the slack may be given again).
+            state.writerIsBlocked = true
+            if connectionRoom < Self.minimumSendRoom || !slackAllowed { waitForConnectionRoom(state) }
+        }
+        return room
+    }
+
+    private func waitForConnectionRoom(_ state: HTTP2Stream) {
+        guard !state.waitsForConnectionRoom else { return }
+        state.waitsForConnectionRoom = true
+        connectionRoomWaiters.append(state.id)
+    }
+
+    /// A WINDOW_UPDATE arrived: writers blocked with nothing buffered (their window was shut and
+    /// no slack was left) learn of it here; nghttp2 calls `readData` only for buffered bytes.
+    private func windowUpdated(stream: Int32) {
+        if stream == 0 {
+            for state in streams.values where state.writerIsBlocked && state.bufferedCount == 0 {
+                state.writerIsBlocked = false
+                delegate?.http2Session(self, streamWindowOpened: state.id)
+            }
+        } else if let state = streams[stream], state.writerIsBlocked, state.bufferedCount == 0 {
+            state.writerIsBlocked = false
+            delegate?.http2Session(self, streamWindowOpened: stream)
+        }
+    }
+
+    /// Tells the streams waiting for connection room, once the buffers drained to half the limit.
+    /// As many as the room freed can take (a slack each), oldest first: all of them at once
+    /// would each be given room before any had used it, overshooting the limit.
+    private func wakeConnectionRoomWaiters() {
+        var room = configuration.connectionSendBufferLimit / 2 - bufferedSendTotal
+        while room > 0 && !connectionRoomWaiters.isEmpty {
+            let id = connectionRoomWaiters.removeFirst()
+            guard let state = streams[id], state.waitsForConnectionRoom else { continue }
+            state.waitsForConnectionRoom = false
+            room -= configuration.sendBufferSlack
+            delegate?.http2Session(self, streamWindowOpened: id)
+        }
+    }
+
     private static func noSuchStream(_ stream: Int32) -> HTTP2SubmitError {
         HTTP2SubmitError(code: NGHTTP2_ERR_STREAM_CLOSED.rawValue, description: "stream \(stream) is not open")
     }
@@ -482,6 +567,9 @@ public final class HTTP2Session {
         case UInt8(NGHTTP2_GOAWAY.rawValue):
             delegate?.http2Session(self, didReceiveGoAway: frame.pointee.goaway.last_stream_id,
                                    errorCode: HTTP2ErrorCode(rawValue: frame.pointee.goaway.error_code))
+        case UInt8(NGHTTP2_WINDOW_UPDATE.rawValue):
+            consecutiveEmptyDataFrames = 0
+            if role == .server { windowUpdated(stream: header.stream_id) }
         default:
             consecutiveEmptyDataFrames = 0
         }
@@ -567,6 +655,8 @@ public final class HTTP2Session {
 
     fileprivate func onStreamClose(_ streamID: Int32, _ errorCode: UInt32) -> Int32 {
         guard let state = streams.removeValue(forKey: streamID) else { return 0 }
+        // Bytes never sent (a reset stream's) leave the connection's account.
+        bufferedSendTotal -= state.bufferedCount
         if state.unconsumedBytes > 0 {
             // The stream window goes with the stream; the connection's must not leak.
             _ = nghttp2_session_consume_connection(session, state.unconsumedBytes)
@@ -577,6 +667,7 @@ public final class HTTP2Session {
                                    errorCode: HTTP2ErrorCode(rawValue: state.localResetCode ?? errorCode))
         }
         releaseStream(state)
+        wakeConnectionRoomWaiters()
         return 0
     }
 
@@ -608,6 +699,12 @@ public final class HTTP2Session {
     fileprivate func readData(_ state: HTTP2Stream, _ destination: UnsafeMutablePointer<UInt8>, _ length: Int,
                               _ flags: UnsafeMutablePointer<UInt32>) -> Int {
         let count = state.takeFromSendBuffer(into: destination, capacity: length)
+        bufferedSendTotal -= count
+        if count > 0 { wakeConnectionRoomWaiters() }
+        if state.writerIsBlocked, state.bufferedCount <= configuration.streamSendBufferHighWater / 2 {
+            state.writerIsBlocked = false
+            delegate?.http2Session(self, streamWindowOpened: state.id)
+        }
         if state.bufferedCount == 0 {
             if state.endSubmitted {
                 flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
@@ -623,10 +720,6 @@ public final class HTTP2Session {
                 state.isDeferred = true
                 return Int(NGHTTP2_ERR_DEFERRED.rawValue)
             }
-        }
-        if state.writerIsBlocked, state.bufferedCount <= configuration.streamSendBufferHighWater / 2 {
-            state.writerIsBlocked = false
-            delegate?.http2Session(self, streamWindowOpened: state.id)
         }
         return count
     }

@@ -29,6 +29,10 @@ final class HTTP2Stream {
     var unconsumedBytes = 0
     /// The session reset the stream itself; the close is reported with this code.
     var localResetCode: UInt32?
+    /// Body bytes nghttp2 has taken from the send buffer (the stream's write progress).
+    var sentCount = 0
+    /// Waits for the connection's send buffers to drain (`HTTP2Session.sendRoom`).
+    var waitsForConnectionRoom = false
 
     var bufferedCount: Int { sendEnd - sendStart }
 
@@ -46,6 +50,8 @@ final class HTTP2Stream {
         receivedFinalHeaders = false
         unconsumedBytes = 0
         localResetCode = nil
+        sentCount = 0
+        waitsForConnectionRoom = false
     }
 
     /// Gives back a large send buffer when the stream goes back to the pool: a 1 MiB burst
@@ -89,6 +95,7 @@ final class HTTP2Stream {
         guard count > 0, let storage = sendStorage else { return 0 }
         destination.update(from: storage + sendStart, count: count)
         sendStart += count
+        sentCount += count
         if sendStart == sendEnd { sendStart = 0; sendEnd = 0 }
         return count
     }

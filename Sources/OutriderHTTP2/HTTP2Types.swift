@@ -75,6 +75,13 @@ public struct HTTP2Configuration: Sendable {
     /// Bytes buffered per stream for sending before `submitData` says to stop writing; the
     /// delegate hears `streamWindowOpened` once the buffer drains to half of it.
     public var streamSendBufferHighWater: Int = 64 * 1024
+    /// `sendRoom`: bytes a stream may hold beyond what its flow-control windows let out now,
+    /// so that a stream whose client keeps its window shut holds this much, not a full
+    /// `streamSendBufferHighWater`.
+    public var sendBufferSlack: Int = 16 * 1024
+    /// `sendRoom`: bytes all streams of the connection together may hold for sending (Envoy's
+    /// `per_connection_buffer_limit_bytes`, 1 MiB); past it, no stream is given more.
+    public var connectionSendBufferLimit: Int = 1 << 20
     /// Closed streams' bookkeeping objects kept for reuse: opening a stream allocates nothing
     /// while no more than this many close between two opens. A client keeping N streams in
     /// flight (a load generator's `-m`) sets it to N.

@@ -367,6 +367,11 @@ final class DownstreamConnection: SocketConnection {
             } else if !responseStarted && (responseDeadline != 0 || tryDeadline != 0) {
                 let due = responseDeadline == 0 ? tryDeadline : (tryDeadline == 0 ? responseDeadline : min(responseDeadline, tryDeadline))
                 worker.loop.setDeadline(self, due)
+            } else if isVirtual && waitingForOutputRoom {
+                // An HTTP/2 stream whose client takes nothing: its send timeout (the stream's
+                // connection watches write progress) resets it, with CANCEL and the client
+                // to blame, rather than this timer calling it an upstream timeout.
+                armDeadline()
             } else {
                 // No progress for `idle` while streaming: give up on both sides.
                 errorReason = errorReason ?? .upstreamTimeout
@@ -395,7 +400,13 @@ final class DownstreamConnection: SocketConnection {
     }
 
     override func outputIdle() {
-        if phase == .closingAfterFlush { lingerOrClose() }
+        if phase == .closingAfterFlush { lingerOrClose(); return }
+        // An HTTP/2 stream made room (its window opened or its connection's buffers drained)
+        // while nothing of ours was waiting: the upstream may read again.
+        if isVirtual && waitingForOutputRoom, let upstream {
+            waitingForOutputRoom = false
+            upstream.resumeResponse()
+        }
     }
 
     /// The last response is out. Closing a socket with unread input makes the kernel send a
@@ -1295,10 +1306,34 @@ final class DownstreamConnection: SocketConnection {
     /// The response body failed on bad framing (not on an early close): an invalid answer.
     var responseBodyMalformed: Bool { responseBody.malformed }
 
+    /// Smallest room worth a read for an HTTP/2 stream's body (a chunk's framing fits).
+    static let minimumStreamRoom = 64
+
+    /// At most this much of the response body should be read from the upstream now: on an
+    /// HTTP/2 stream, the room its flow control and its connection's buffer limit leave (less
+    /// what waits in our output); unbounded on a socket, whose kernel buffer is the limit.
+    /// At 0 the upstream stops reading (`awaitOutputRoom`) until the stream makes room, so a
+    /// stream whose client takes nothing holds a few KiB here, not three full buffers.
+    var responseBodyReadLimit: Int {
+        guard let virtualPeer else { return .max }
+        let room = virtualPeer.outputRoom() - (outBuffer?.readableBytes ?? 0)
+        return room < Self.minimumStreamRoom ? 0 : room
+    }
+
+    /// A response head is read in pieces of this size at most: on an HTTP/2 stream, body bytes
+    /// read with the head would go out past the stream's room.
+    var responseHeadReadLimit: Int { virtualPeer == nil ? .max : 16 * 1024 }
+
+    /// The upstream stops reading until `outputProgressed`/`outputIdle` (the stream made room).
+    func awaitOutputRoom() {
+        waitingForOutputRoom = true
+        armDeadline()
+    }
+
     /// For a length-delimited body relayed as it is: reads from the upstream socket into the
     /// client's output buffer. Nil when the body is framed otherwise (the caller copies).
-    func readResponseBodyDirectly(from upstream: UpstreamConnection) -> ReadOutcome? {
-        let remaining = responseBody.directRemaining
+    func readResponseBodyDirectly(from upstream: UpstreamConnection, limit: Int = .max) -> ReadOutcome? {
+        let remaining = min(responseBody.directRemaining, Int64(limit))
         guard remaining > 0 else { return nil }
         let out = output()
         if out.writableBytes < 4096 {

@@ -15,7 +15,7 @@ import OutriderTLS
 ///
 /// Taken over from the `DownstreamConnection` that accepted the socket, with its epoll
 /// registration, its TLS session and whatever it had read.
-final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
+final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, ResumableWork {
     var listener: ListenerHandler?
     var liveIndex = -1
     private(set) var peer = PeerAddress()
@@ -35,6 +35,13 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     private var closingAfterFlush = false
     private var draining = false
     private var failureCounted = false
+    /// The deadline is the send-timeout sweep's (streams are open), not the idle timeout's.
+    private var sweepArmed = false
+    /// Successful writes to the socket; the sweep compares it to `writeMark` to see the
+    /// connection itself stalled (its client reads nothing at all).
+    private var writeProgress = 0
+    private var writeMark = 0
+    private var outputStalledSince: Int64 = 0
     /// Response heads being parsed from a stream's exchange (complete in one `deliver`).
     let responseTable: HeaderTable
     /// Response heads and trailers for nghttp2.
@@ -148,13 +155,75 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
     private var routing: WorkerRouting { listener?.routing ?? worker.routing }
 
     private func armIdleDeadline() {
-        guard let listener else { return }
-        worker.loop.setDeadline(self, bridges.isEmpty ? worker.loop.now + listener.listener.idleTimeout : 0)
+        guard let listener, !closingAfterFlush, !isClosed else { return }
+        if bridges.isEmpty {
+            sweepArmed = false
+            worker.loop.setDeadline(self, worker.loop.now + listener.listener.idleTimeout)
+        } else if !sweepArmed {
+            sweepArmed = true
+            worker.loop.setDeadline(self, worker.loop.now + sendTimeoutSweepInterval(listener))
+        }
+    }
+
+    /// The send timeout is the listener's `idle` (nginx's `send_timeout` is 60 s, as `idle`'s
+    /// default); streams are looked at every quarter of it, so a stalled one is reset between
+    /// 1 and 1.5 times it after its last progress.
+    private func sendTimeoutSweepInterval(_ listener: ListenerHandler) -> Int64 {
+        max(listener.listener.idleTimeout / 4, 50_000_000)
+    }
+
+    /// Send timeout: a stream with response bytes it could not send and no write progress for
+    /// the listener's `idle` is reset (CANCEL); a connection whose socket took nothing for as
+    /// long, with output waiting, is closed.
+    private func sweepStalledStreams(now: Int64) {
+        guard let listener, let session else { return }
+        let timeout = listener.listener.idleTimeout
+        if pendingOutput > 0 {
+            if outputStalledSince == 0 || writeProgress != writeMark {
+                writeMark = writeProgress
+                outputStalledSince = now
+            } else if now - outputStalledSince >= timeout {
+                OperationalLog.info("http2 connection closed", ["listener": listener.listener.config.name,
+                                                                 "client": peer.description,
+                                                                 "reason": "send timeout: the client read nothing"])
+                close()
+                return
+            }
+        } else {
+            outputStalledSince = 0
+        }
+        var timedOut: [HTTP2StreamBridge] = []
+        for bridge in bridges.values {
+            guard bridge.hasUnsentResponse else {
+                bridge.stalledSince = 0
+                continue
+            }
+            let sent = session.sentBytes(stream: bridge.stream)
+            if bridge.stalledSince == 0 || sent != bridge.sentMark {
+                bridge.sentMark = sent
+                bridge.stalledSince = now
+            } else if now - bridge.stalledSince >= timeout {
+                timedOut.append(bridge)
+            }
+        }
+        for bridge in timedOut { bridge.sendTimedOut() }
+        pumpOutput()
+    }
+
+    override func outputProgressed() {
+        writeProgress &+= 1
+        pumpOutput()
     }
 
     override func deadlineReached(now: Int64) {
         if closingAfterFlush || isClosed { close(); return }
-        guard bridges.isEmpty, let session else { return }
+        if !bridges.isEmpty {
+            sweepArmed = false
+            sweepStalledStreams(now: now)
+            armIdleDeadline()
+            return
+        }
+        guard let session else { return }
         // Idle: say so politely, then close once the GOAWAY is out.
         session.goAway()
         closingAfterFlush = true
@@ -185,9 +254,24 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         if readable && !closingAfterFlush { processInput() }
     }
 
+    /// Bytes handed to nghttp2 per turn. A client that never lets its socket run dry (a flood
+    /// of frames, a fast upload) gets this much, then the worker's other connections get their
+    /// turn and this one is resumed in the next iteration (`Worker.resumeLater`).
+    private static let readBudget = 64 * 1024
+    private var resumeQueued = false
+
+    func resumeWork() {
+        resumeQueued = false
+        if readable && !closingAfterFlush && !isClosed {
+            processInput()
+        }
+    }
+
     private func processInput() {
+        var fed = 0
         while fd >= 0 && !isClosed && !closingAfterFlush {
             if let buffer = inBuffer, buffer.readableBytes > 0, let session {
+                fed += buffer.readableBytes
                 let result = session.receive(buffer.readPointer, buffer.readableBytes)
                 buffer.consume(buffer.readableBytes)
                 startPendingExchanges()
@@ -199,7 +283,14 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
             }
             releaseInputIfEmpty()
             guard readable else { break }
-            switch readIntoInput() {
+            if fed >= Self.readBudget {
+                if !resumeQueued {
+                    resumeQueued = true
+                    worker.resumeLater(self)
+                }
+                break
+            }
+            switch readIntoInput(limit: Self.readBudget) {
             case .data, .full:
                 continue
             case .wouldBlock:
@@ -237,7 +328,6 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         closeIfFinished()
     }
 
-    override func outputProgressed() { pumpOutput() }
     override func outputIdle() { pumpOutput() }
     override func writeError() { close() }
 
@@ -382,6 +472,14 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate {
         session?.resetStream(stream: stream, code: code)
         worker.queueFlush(self)
     }
+
+    func sendRoom(_ stream: Int32) -> Int {
+        session?.sendRoom(stream: stream) ?? 0
+    }
+
+    func bufferedSendBytes(_ stream: Int32) -> Int {
+        session?.bufferedSendBytes(stream: stream) ?? 0
+    }
 }
 
 /// One request stream of an `HTTP2DownstreamConnection`, seen by its exchange as an HTTP/1.1
@@ -415,6 +513,11 @@ final class HTTP2StreamBridge: VirtualPeer {
     private var responseState = ResponseState.head
     private var decoder = ChunkedDecoder()
     private var waitingForRoom = false
+    /// Send timeout: when the stream was first seen with bytes it could not send
+    /// (`hasUnsentResponse`) and no write progress since (0: not stalled), and its sent-bytes
+    /// count then.
+    var stalledSince: Int64 = 0
+    var sentMark = 0
     private var trailerCount = 0
     private var trailerBlock: HTTP2HeaderBlock?
 
@@ -436,6 +539,8 @@ final class HTTP2StreamBridge: VirtualPeer {
         responseState = .head
         decoder = ChunkedDecoder()
         waitingForRoom = false
+        stalledSince = 0
+        sentMark = 0
         requestIsHead = headers.method == .head
         refusal = .badRequest
         guard let method = headers.methodBytes, let path = headers.path, path.count > 0,
@@ -546,11 +651,28 @@ final class HTTP2StreamBridge: VirtualPeer {
         exchange?.close()
     }
 
-    /// The send buffer drained: the exchange may write more.
+    /// The stream made room (its bytes went out, or its connection's buffers drained): the
+    /// exchange may deliver and read more.
     func roomOpened() {
-        guard waitingForRoom, let exchange else { return }
+        guard let exchange else { return }
         waitingForRoom = false
         worker.queueFlush(exchange)
+    }
+
+    /// Bytes of the response are waiting for the client: in the session's send buffer, or in
+    /// the exchange's output because the stream had no room.
+    var hasUnsentResponse: Bool {
+        waitingForRoom || connection.bufferedSendBytes(stream) > 0
+    }
+
+    /// The client took nothing of this stream for the send timeout: RST_STREAM(CANCEL), and the
+    /// exchange ends as one whose client went away (its upstream, and its place in the
+    /// cluster's circuit breaker, are given back).
+    func sendTimedOut() {
+        clientReset = true
+        connection.reset(stream, .cancel)
+        let exchange = self.exchange
+        exchange?.close()
     }
 
     /// The connection closed under the exchange.
@@ -576,6 +698,10 @@ final class HTTP2StreamBridge: VirtualPeer {
     }
 
     // MARK: VirtualPeer
+
+    override func outputRoom() -> Int {
+        connection.sendRoom(stream)
+    }
 
     override func fill(_ buffer: ByteBuffer, limit: Int) -> ReadOutcome {
         var taken = 0

@@ -349,10 +349,22 @@ final class UpstreamConnection: SocketConnection {
                 continue
             }
             guard readable else { return }
+            var readLimit = headDone ? Int.max : downstream.responseHeadReadLimit
+            if headDone && !tunnel {
+                readLimit = downstream.responseBodyReadLimit
+                if readLimit <= 0 {
+                    // The client's HTTP/2 stream has no room: the app's bytes stay in its
+                    // socket until the stream drains.
+                    downstream.awaitOutputRoom()
+                    releaseInputIfEmpty()
+                    paused = true
+                    return
+                }
+            }
             if headDone && !tunnel && (inBuffer?.readableBytes ?? 0) == 0 {
                 // A length-delimited body goes from the app's socket straight into the
                 // client's output buffer: no copy through our input buffer.
-                switch downstream.readResponseBodyDirectly(from: self) {
+                switch downstream.readResponseBodyDirectly(from: self, limit: readLimit) {
                 case .none: break
                 case .some(.data), .some(.full): continue
                 case .some(.wouldBlock): return
@@ -362,7 +374,7 @@ final class UpstreamConnection: SocketConnection {
                     return
                 }
             }
-            switch readIntoInput() {
+            switch readIntoInput(limit: readLimit) {
             case .data: continue
             case .wouldBlock: return
             case .full:

@@ -11,6 +11,11 @@ import OutriderPosix
 /// One event-loop thread and everything it owns: its accept sockets, connections, buffer pools,
 /// upstream connection pools and access-log batch. Nothing here is touched by another thread
 /// except through `loop.post`.
+/// A handler that may stop short and ask `Worker.resumeLater` to be called again.
+protocol ResumableWork: AnyObject {
+    func resumeWork()
+}
+
 final class Worker: @unchecked Sendable {
     let id: Int
     let loop: EventLoop
@@ -39,6 +44,11 @@ final class Worker: @unchecked Sendable {
     /// next life — e.g. a send on an upstream socket whose connect is still in progress, a
     /// refused connect then taken for a reset of an established connection (not retried).
     private var closedWhileQueued: [SocketConnection] = []
+    /// Handlers that stopped short to let others have their turn (an HTTP/2 connection's read
+    /// budget, a listener's accept batch): resumed in the next loop iteration, among its events.
+    private var resumeQueue: [(handler: LoopHandler, generation: UInt32)] = []
+    private var resuming: [(handler: LoopHandler, generation: UInt32)] = []
+    private var resumeWakePosted = false
     /// Requests to try again at the end of this iteration (a retry without backoff).
     private var retryQueue: [(connection: DownstreamConnection, serial: UInt64)] = []
     /// Ciphertext read from a TLS socket on its way into the engine (never held across events).
@@ -205,6 +215,26 @@ final class Worker: @unchecked Sendable {
         guard !connection.flushQueued else { return }
         connection.flushQueued = true
         flushQueue.append(connection)
+    }
+
+    /// `handler.resumeWork()` runs in the next loop iteration, with that iteration's events
+    /// (the loop's wake-up descriptor brings it back at once): with edge-triggered epoll no
+    /// new event would come for bytes or connections already waiting.
+    func resumeLater(_ handler: LoopHandler & ResumableWork) {
+        guard handler.slot >= 0 else { return }
+        resumeQueue.append((handler, handler.generation))
+        guard !resumeWakePosted else { return }
+        resumeWakePosted = true
+        loop.post { [unowned self] in self.runResumed() }
+    }
+
+    private func runResumed() {
+        resumeWakePosted = false
+        swap(&resuming, &resumeQueue)
+        for entry in resuming where entry.handler.slot >= 0 && entry.handler.generation == entry.generation {
+            (entry.handler as? ResumableWork)?.resumeWork()
+        }
+        resuming.removeAll(keepingCapacity: true)
     }
 
     func queueRetry(_ connection: DownstreamConnection) {

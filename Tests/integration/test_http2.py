@@ -24,7 +24,7 @@ import uuid
 
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from conftest import _report, start_proxy
 from h2_upstream import big_body
@@ -1130,6 +1130,193 @@ def test_bad_preface_counted(proxy_factory, upstream, pki):
     v = wait_metric(p.admin_port, CLOSED_METRIC, 1, listener="inbound-tls", reason="bad_preface")
     assert v >= 1, f'{CLOSED_METRIC}{{listener="inbound-tls",reason="bad_preface"}} is {v}'
     assert not [r for r in upstream.records if "not-a-preface" in r.target]
+
+
+def test_reconnecting_settings_ping_flooders_do_not_starve_a_client(proxy_factory, upstream):
+    """Two attackers reconnect as soon as they are closed, each time sending 256 KiB of SETTINGS
+    (or PING) frames and never reading the ACKs (`scripts/flood.sh h2`'s churn floods, which
+    cost a legitimate client's p99 x5-13). On one worker, a client's sequential requests
+    all succeed meanwhile and none waits long; every flooding connection is closed (`flood`)."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None},
+                      top={"workers": 1, "access_log": {"format": "off"}})
+    stop = threading.Event()
+    closed = [0]
+    stalled = []
+
+    def attacker(kind):
+        frame = RawH2.settings() if kind == "settings" else RawH2.ping(b"floodpng")
+        batch = frame * ((256 << 10) // len(frame))
+        while not stop.is_set():
+            try:
+                raw = RawH2(p.port, timeout=3, rcvbuf=4096)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            try:
+                raw.sock.sendall(raw.preface())
+                while not stop.is_set():
+                    raw.sock.sendall(batch)
+            except TimeoutError:
+                stalled.append(kind)
+            except OSError:
+                closed[0] += 1
+            finally:
+                raw.close()
+
+    threads = [threading.Thread(target=attacker, args=(k,), daemon=True) for k in ("settings", "ping")]
+    latencies, statuses = [], []
+    with H2Client(p.port, timeout=5) as c:
+        assert c.get("/before").status == 200
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t_end = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < t_end:
+            t0 = time.monotonic()
+            r = c.get(f"/legit/{i}", timeout=5)
+            latencies.append(time.monotonic() - t0)
+            statuses.append(r.status)
+            i += 1
+        stop.set()
+    for t in threads:
+        t.join(5)
+    assert not stalled, f"flooding connections the proxy stopped reading without closing: {stalled}"
+    assert set(statuses) == {200}, statuses
+    latencies.sort()
+    assert len(latencies) >= 30, f"only {len(latencies)} requests answered in 3 s under the floods"
+    assert latencies[-1] < 1.0, f"slowest request {latencies[-1] * 1000:.0f} ms under the floods (median {latencies[len(latencies) // 2] * 1000:.1f} ms)"
+    assert closed[0] >= 10, f"only {closed[0]} flooding connections closed in 3 s"
+    v = wait_metric(p.admin_port, CLOSED_METRIC, 10, listener="inbound", reason="flood")
+    assert v >= 10, f'{CLOSED_METRIC}{{reason="flood"}} is {v}'
+
+
+# ---------------------------------------------------------------------------------------------
+# 9b. Clients that take nothing: send timeout, bounded buffering (issue #9)
+
+
+def _zero_window_streams(raw, paths, first_sid=1):
+    """Preface with SETTINGS_INITIAL_WINDOW_SIZE 0 (the server's SETTINGS acknowledged), then one
+    GET per path; returns the stream ids."""
+    raw.send(raw.preface({4: 0}))
+    frames = raw.read_until(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, 5)
+    raw.answer_pings_and_settings(frames)
+    sids = list(range(first_sid, first_sid + 2 * len(paths), 2))
+    raw.send(b"".join(raw.headers(s, raw.request_fields(p)) for s, p in zip(sids, paths)))
+    return sids
+
+
+def _status(frames, sid):
+    for f in frames:
+        if isinstance(f, HeadersFrame) and f.stream_id == sid and f.fields:
+            return dict(f.fields).get(":status")
+    return None
+
+
+def test_zero_window_streams_reset_after_send_timeout(proxy_factory, upstream):
+    """A client that never opens its flow-control window holds its streams for the send timeout
+    (the listener's `idle`, 1 s here) and no longer: then RST_STREAM(CANCEL) for each, whether
+    its exchange is still reading the app (1 MiB) or its whole answer waits in the stream's send
+    buffer (2 KB). The connection itself stays up. While held, the streams count in the
+    cluster's circuit breaker (max_requests 3: a fourth request gets 503 overflow); after the
+    resets they do not. A client that opens its window slowly but steadily is not reset."""
+    clusters = [{"name": "app", "endpoints": [f"127.0.0.1:{upstream.port}"], "connect_timeout": "1s",
+                 "circuit_breaker": {"max_requests": 3}}]
+    p = proxy_factory(upstream=upstream, clusters=clusters, top={"workers": 1},
+                      listener={"protocols": None, "timeouts": {"idle": "1s"}})
+    with RawH2(p.port, timeout=5) as raw:
+        # the small answer first (its exchange ends once the 2 KB are in the stream's buffer),
+        # then three that keep their exchanges waiting for room
+        sids = _zero_window_streams(raw, ["/big/2000"])
+        raw.read_until(lambda f: _status(raw.frames, 1), 5)
+        assert p.wait_access_log(lambda e: e.get("path") == "/big/2000", 3), "the 2 KB exchange did not end"
+        sids += [3, 5, 7]
+        raw.send(b"".join(raw.headers(s, raw.request_fields(f"/big/{1048576 + s}")) for s in sids[1:]))
+        raw.read_until(lambda f: all(_status(raw.frames, s) for s in sids), 5)
+        t_heads = time.monotonic()
+        assert all(_status(raw.frames, s) == "200" for s in sids), describe(raw.frames)
+        # the three big exchanges are held (waiting for room): the breaker is full
+        r = h11_get(p.port, "/while-held", timeout=5)
+        assert_local_error(r, 503, "overflow")
+        rsts = {}
+        deadline = time.monotonic() + 4
+        while len(rsts) < len(sids) and time.monotonic() < deadline:
+            try:
+                f = raw.read_frame(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if f is None:
+                break
+            if isinstance(f, RstStreamFrame) and f.stream_id in sids:
+                rsts[f.stream_id] = (f.error_code, time.monotonic() - t_heads)
+        assert set(rsts) == set(sids), f"streams not reset within 4 s: {sorted(set(sids) - set(rsts))}; {describe(raw.frames)}"
+        for sid, (code, after) in rsts.items():
+            assert code == ErrorCodes.CANCEL, f"stream {sid}: RST_STREAM {error_name(code)}"
+            assert 0.8 <= after <= 3.0, f"stream {sid} reset {after:.2f} s after its head (send timeout 1 s)"
+        assert not [f for f in raw.frames if isinstance(f, DataFrame) and len(f.data) > 0], \
+            "DATA sent into a zero window"
+        # the connection is still up: a PING is answered
+        raw.send(raw.ping(b"stillup!"))
+        got = raw.read_until(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, 3)
+        assert any(isinstance(f, PingFrame) and "ACK" in f.flags for f in got), describe(got)
+        # the breaker is free again
+        r = h11_get(p.port, "/after-resets", timeout=5)
+        assert r.status == 200, r
+        # a slow but steady reader (8 KiB every 0.25 s, 2.5 s in all) is never reset
+        slow = sids[-1] + 2
+        raw.send(raw.headers(slow, raw.request_fields("/big/1048576")))
+        got_bytes, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            raw.send(raw.window_update(slow, 8192) + raw.window_update(0, 8192))
+            end = time.monotonic() + 0.25
+            while time.monotonic() < end:
+                try:
+                    f = raw.read_frame(max(0.01, end - time.monotonic()))
+                except TimeoutError:
+                    break
+                assert f is not None, f"connection closed under a slow reader: {describe(raw.frames)}"
+                assert not (isinstance(f, RstStreamFrame) and f.stream_id == slow), \
+                    f"the slow reader was reset after {time.monotonic() - t0:.2f} s with {got_bytes} bytes read"
+                if isinstance(f, DataFrame) and f.stream_id == slow:
+                    got_bytes += len(f.data)
+        assert got_bytes >= 40 * 1024, f"the slow reader got {got_bytes} bytes"
+
+
+def test_zero_window_streams_hold_little_memory(proxy_factory, upstream):
+    """200 streams (2 connections x 100) of 1 MiB answers to a client that never opens its
+    window: each held stream costs the proxy a few tens of KiB (its stream's send room and
+    bookkeeping), not the upstream read buffer + exchange output + stream buffer (~210 KiB)
+    it used to; the rest waits in the app's socket."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None},
+                      top={"workers": 1, "access_log": {"format": "off"}})
+    with H2Client(p.port) as c:  # warm up, pools included
+        for i in range(3):
+            assert len(c.get("/big/300000").body) == 300000
+    time.sleep(0.2)
+    rss0 = p.proc_status("VmRSS")
+    raws = [RawH2(p.port, timeout=5) for _ in range(2)]
+    try:
+        for raw in raws:
+            sids = _zero_window_streams(raw, ["/big/1048576"] * 100)
+            raw.read_until(lambda f: sum(1 for s in sids if _status(raw.frames, s)) == len(sids), 10)
+            assert all(_status(raw.frames, s) == "200" for s in sids), describe(raw.frames)
+        time.sleep(0.5)
+        rss1 = p.proc_status("VmRSS")
+        per = (rss1 - rss0) / 200
+        assert per < 64 * 1024, f"RSS +{(rss1 - rss0) / MiB:.1f} MiB for 200 held streams: {per / 1024:.0f} KiB each"
+        # and they are live streams: opening the window lets the bytes flow
+        raw = raws[0]
+        raw.send(raw.window_update(1, 1 << 20) + raw.window_update(0, 1 << 20))
+        got = 0
+        deadline = time.monotonic() + 5
+        while got < (1 << 20) and time.monotonic() < deadline:
+            f = raw.read_frame(max(0.01, deadline - time.monotonic()))
+            if isinstance(f, DataFrame) and f.stream_id == 1:
+                got += len(f.data)
+        assert got == 1 << 20, f"stream 1 got {got} of 1048576 bytes after its window opened"
+    finally:
+        for raw in raws:
+            raw.close()
 
 
 # ---------------------------------------------------------------------------------------------
