@@ -125,12 +125,18 @@ class Proxy:
         return self.proc.poll() is None
 
     def wait_ready(self, timeout=5.0):
-        if not wait_port(self.port, timeout, self.alive):
-            rc = self.proc.poll()
-            raise AssertionError(
-                f"outrider did not accept on 127.0.0.1:{self.port} within {timeout}s (exit={rc})\n"
-                f"config:\n{Path(self.config_path).read_text()}\nstderr:\n{self.stderr()[-4000:]}"
-            )
+        # The admin listener starts on its own thread, a moment after the data listeners: a
+        # test that talks to it first waits for it too (on a loaded machine the gap shows).
+        ports = [self.port]
+        if self.admin_port and f"127.0.0.1:{self.admin_port}" in Path(self.config_path).read_text():
+            ports.append(self.admin_port)
+        for port in ports:
+            if not wait_port(port, timeout, self.alive):
+                rc = self.proc.poll()
+                raise AssertionError(
+                    f"outrider did not accept on 127.0.0.1:{port} within {timeout}s (exit={rc})\n"
+                    f"config:\n{Path(self.config_path).read_text()}\nstderr:\n{self.stderr()[-4000:]}"
+                )
 
     def conn(self, timeout=5.0) -> Conn:
         return Conn(self.port, timeout)
