@@ -1,12 +1,12 @@
 /// A fixed-capacity byte buffer with a read and a write index. Owned by one thread at a time;
 /// buffers come from a `BufferPool` and go back to it, so the data path never allocates.
-public final class ByteBuffer: @unchecked Sendable {
+public final class ByteBuffer: FreeListNode, @unchecked Sendable {
     public let base: UnsafeMutablePointer<UInt8>
     public let capacity: Int
     public var readerIndex: Int = 0
     public var writerIndex: Int = 0
-    /// The next buffer on its pool's free list (the pool holds the reference); nil in use.
-    @usableFromInline var nextFree: Unmanaged<ByteBuffer>?
+    /// The next buffer on its pool's free list (the list holds the reference); nil in use.
+    public var nextFree: Unmanaged<ByteBuffer>?
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -119,11 +119,7 @@ public final class ByteBuffer: @unchecked Sendable {
 public final class BufferPool {
     public let bufferCapacity: Int
     public let maxRetained: Int
-    /// An intrusive free list: each free buffer holds the next, and the pool one reference per
-    /// free buffer (taken over by `acquire`), so neither end touches an array's uniqueness
-    /// check or bounds.
-    @usableFromInline var freeHead: Unmanaged<ByteBuffer>?
-    @usableFromInline var freeCount = 0
+    @usableFromInline var free = IntrusiveFreeList<ByteBuffer>()
     public var outstanding = 0
 
     public init(bufferCapacity: Int, maxRetained: Int) {
@@ -131,36 +127,62 @@ public final class BufferPool {
         self.maxRetained = maxRetained
     }
 
-    deinit {
-        while let head = freeHead {
-            freeHead = head.takeUnretainedValue().nextFree
-            head.release()
-        }
-    }
+    deinit { free.removeAll() }
 
     @inlinable @inline(__always)
     public func acquire() -> ByteBuffer {
         outstanding += 1
-        if let head = freeHead {
-            let buffer = head.takeRetainedValue()
-            freeHead = buffer.nextFree
-            buffer.nextFree = nil
-            freeCount -= 1
-            return buffer
-        }
-        return ByteBuffer(capacity: bufferCapacity)
+        return free.pop() ?? ByteBuffer(capacity: bufferCapacity)
     }
 
     @inlinable @inline(__always)
     public func release(_ buffer: consuming ByteBuffer) {
         outstanding -= 1
         buffer.clear()
-        if freeCount < maxRetained {
-            buffer.nextFree = freeHead
-            freeHead = Unmanaged.passRetained(buffer)
-            freeCount += 1
-        }
+        if free.count < maxRetained { free.push(buffer) }
     }
 
-    public var retainedCount: Int { freeCount }
+    public var retainedCount: Int { free.count }
+}
+
+/// An object that can wait on an `IntrusiveFreeList`.
+public protocol FreeListNode: AnyObject {
+    var nextFree: Unmanaged<Self>? { get set }
+}
+
+/// A stack of free objects linked through the objects themselves. The list holds one reference
+/// per object (handed over by `pop`), so neither end touches an array's uniqueness check or
+/// bounds: the pools of the request path take and return several objects per request.
+public struct IntrusiveFreeList<Node: FreeListNode> {
+    @usableFromInline var head: Unmanaged<Node>?
+    public var count: Int { storedCount }
+    @usableFromInline var storedCount = 0
+
+    public init() {}
+
+    @inlinable @inline(__always)
+    public mutating func pop() -> Node? {
+        guard let top = head else { return nil }
+        let node = top.takeRetainedValue()
+        head = node.nextFree
+        node.nextFree = nil
+        storedCount -= 1
+        return node
+    }
+
+    @inlinable @inline(__always)
+    public mutating func push(_ node: consuming Node) {
+        node.nextFree = head
+        head = Unmanaged.passRetained(node)
+        storedCount += 1
+    }
+
+    /// Releases every object on the list (their owner is going away).
+    public mutating func removeAll() {
+        while let top = head {
+            head = top.takeUnretainedValue().nextFree
+            top.release()
+        }
+        storedCount = 0
+    }
 }

@@ -132,12 +132,12 @@ public struct HeaderEntry: Sendable {
 }
 
 /// A fixed-capacity list of header entries, reused across messages.
-public final class HeaderTable {
+public final class HeaderTable: FreeListNode {
     public let capacity: Int
     public private(set) var count = 0
     public let entries: UnsafeMutablePointer<HeaderEntry>
     /// The next table on a `HeaderTablePool`'s free list; nil in use.
-    @usableFromInline var nextFree: Unmanaged<HeaderTable>?
+    public var nextFree: Unmanaged<HeaderTable>?
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -174,41 +174,24 @@ public final class HeaderTable {
 public final class HeaderTablePool {
     public let tableCapacity: Int
     public let maxRetained: Int
-    @usableFromInline var freeHead: Unmanaged<HeaderTable>?
-    @usableFromInline var freeCount = 0
+    @usableFromInline var free = IntrusiveFreeList<HeaderTable>()
 
     public init(tableCapacity: Int, maxRetained: Int) {
         self.tableCapacity = tableCapacity
         self.maxRetained = maxRetained
     }
 
-    deinit {
-        while let head = freeHead {
-            freeHead = head.takeUnretainedValue().nextFree
-            head.release()
-        }
-    }
+    deinit { free.removeAll() }
 
     @inlinable @inline(__always)
     public func acquire() -> HeaderTable {
-        if let head = freeHead {
-            let table = head.takeRetainedValue()
-            freeHead = table.nextFree
-            table.nextFree = nil
-            freeCount -= 1
-            return table
-        }
-        return HeaderTable(capacity: tableCapacity)
+        free.pop() ?? HeaderTable(capacity: tableCapacity)
     }
 
     @inlinable @inline(__always)
     public func release(_ table: consuming HeaderTable) {
         table.reset()
-        if freeCount < maxRetained {
-            table.nextFree = freeHead
-            freeHead = Unmanaged.passRetained(table)
-            freeCount += 1
-        }
+        if free.count < maxRetained { free.push(table) }
     }
 }
 
