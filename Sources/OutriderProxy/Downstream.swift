@@ -167,6 +167,9 @@ final class DownstreamConnection: SocketConnection {
             alpnH2 = true
             http2Candidate = true
         }
+        // What the connection needs of the handshake has been read: a TLS 1.3 connection can
+        // leave OpenSSL's per-connection state behind.
+        tls?.leaveOpenSSLAfterHandshake()
         super.tlsHandshakeCompleted()
     }
 

@@ -46,9 +46,24 @@ public final class TLSEngine {
         }
     }()
 
-    private let ssl: OpaquePointer
+    /// nil once a TLS 1.3 server connection moved to `recordLayer`.
+    private var ssl: OpaquePointer?
     private var readBIO: OpaquePointer
     private var writeBIO: OpaquePointer
+    /// Server: what the hand-off to `recordLayer` needs (secrets, record counts), filled in by
+    /// OpenSSL's callbacks during the handshake; freed at the hand-off.
+    private var tracker: UnsafeMutablePointer<coutrider_tls13_tracker>?
+    /// Server, TLS 1.3, after the handshake: the connection's records, without OpenSSL.
+    private var recordLayer: TLS13RecordLayer?
+    /// What the handshake agreed on, kept when the SSL object goes.
+    private var handshakeSummary: HandshakeSummary?
+
+    private struct HandshakeSummary {
+        var alpn: String?
+        var serverName: String?
+        var peerIdentity: String?
+        var sessionReused: Bool
+    }
     /// Kept alive while the SSL uses their SSL_CTXs, callbacks and ALPN list.
     private let serverContext: TLSServerContext?
     let clientContext: TLSClientContext?
@@ -76,9 +91,13 @@ public final class TLSEngine {
             throw TLSError("creating the TLS connection's memory buffers")
         }
         SSL_set_accept_state(ssl)
+        let tracker = UnsafeMutablePointer<coutrider_tls13_tracker>.allocate(capacity: 1)
+        tracker.initialize(to: coutrider_tls13_tracker())
+        coutrider_ssl_track_tls13_records(ssl, tracker)
         self.ssl = ssl
         self.readBIO = readBIO
         self.writeBIO = writeBIO
+        self.tracker = tracker
         self.serverContext = context
         self.clientContext = nil
         self.sessionKey = nil
@@ -120,7 +139,72 @@ public final class TLSEngine {
 
     deinit {
         // Frees both BIOs too.
+        if let ssl { SSL_free(ssl) }
+        freeTracker()
+    }
+
+    private func freeTracker() {
+        guard let tracker else { return }
+        OPENSSL_cleanse(tracker, MemoryLayout<coutrider_tls13_tracker>.size)
+        tracker.deallocate()
+        self.tracker = nil
+    }
+
+    // MARK: Leaving OpenSSL
+
+    /// Server, TLS 1.3 with an AEAD suite of OpenSSL's defaults: frees the SSL object and
+    /// protects the connection's records with `TLS13RecordLayer` from here on. Call once the
+    /// owner has read what it needs of the handshake (`peerIdentity`, ALPN); the other
+    /// properties answer from what was kept. Returns whether the connection moved; when
+    /// OpenSSL holds part of a record it stays and a later call (`releaseIdleMemory`) tries
+    /// again. TLS 1.2 connections stay with OpenSSL for good.
+    @discardableResult
+    public func leaveOpenSSLAfterHandshake() -> Bool {
+        guard recordLayer == nil, let ssl, let tracker, handshakeState == .complete else { return false }
+        guard SSL_version(ssl) == TLS1_3_VERSION, let cipher = SSL_get_current_cipher(ssl),
+              let suite = TLS13CipherSuite(protocolID: SSL_CIPHER_get_protocol_id(cipher)) else {
+            // Never leaves: stop counting records.
+            SSL_set_msg_callback(ssl, nil)
+            SSL_set_ex_data(ssl, 0, nil)
+            freeTracker()
+            return false
+        }
+        let counts = tracker.pointee
+        guard !readFailed, !receivedCloseNotify, SSL_get_shutdown(ssl) == 0,
+              counts.read_application == 1, counts.write_application == 1, counts.key_updated == 0,
+              Int(counts.client_secret_length) == suite.hashLength, Int(counts.server_secret_length) == suite.hashLength,
+              SSL_has_pending(ssl) == 0, SSL_get_wbio(ssl) == writeBIO else { return false }
+        let layer = withUnsafeBytes(of: tracker.pointee.client_secret) { client in
+            withUnsafeBytes(of: tracker.pointee.server_secret) { server in
+                TLS13RecordLayer(suite: suite,
+                                 readSecret: client.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                 readSequence: counts.read_records,
+                                 writeSecret: server.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                 writeSequence: counts.write_records)
+            }
+        }
+        guard let layer else { return false }
+        // Ciphertext not yet read by OpenSSL, and its last records not yet sent, move over.
+        guard moveBytes(from: readBIO, { layer.receiveCiphertext($0, $1) }),
+              moveBytes(from: writeBIO, { layer.queueCiphertext($0, $1) }) else { return false }
+        handshakeSummary = HandshakeSummary(alpn: negotiatedALPN, serverName: requestedServerName,
+                                            peerIdentity: peerIdentity, sessionReused: sessionReused)
         SSL_free(ssl)
+        self.ssl = nil
+        freeTracker()
+        recordLayer = layer
+        return true
+    }
+
+    /// Reads every pending byte of a memory BIO into `sink` without emptying it when the sink
+    /// refuses (out of memory).
+    private func moveBytes(from bio: OpaquePointer, _ sink: (UnsafePointer<UInt8>, Int) -> Bool) -> Bool {
+        let pending = Int(BIO_ctrl_pending(bio))
+        guard pending > 0 else { return true }
+        var data: UnsafeMutablePointer<CChar>? = nil
+        let count = coutrider_bio_mem_data(bio, &data)
+        guard Int(count) == pending, let data else { return false }
+        return data.withMemoryRebound(to: UInt8.self, capacity: pending) { sink($0, pending) }
     }
 
     private static func configureClient(_ ssl: OpaquePointer, serverName: String, verifies: Bool) throws(TLSError) {
@@ -173,6 +257,10 @@ public final class TLSEngine {
 
     /// Ciphertext received from the socket. Copied; the caller's buffer is free afterwards.
     public func receiveCiphertext(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
+        if let recordLayer {
+            recordLayer.receiveCiphertext(bytes, count)
+            return
+        }
         // After a failure nothing reads them; do not let a peer grow the buffer.
         guard handshakeState != .failed, !readFailed else { return }
         var offset = 0
@@ -194,7 +282,7 @@ public final class TLSEngine {
     /// its ClientHello). Once it answers `.complete`, call `readPlaintext` too: the peer's first
     /// application data may have come with its last handshake flight.
     public func advanceHandshake() -> TLSHandshakeState {
-        guard handshakeState == .inProgress else { return handshakeState }
+        guard handshakeState == .inProgress, let ssl else { return handshakeState }
         ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
@@ -225,6 +313,12 @@ public final class TLSEngine {
             }
         case .complete: break
         }
+        if let recordLayer {
+            let result = recordLayer.readPlaintext(into: destination, capacity: capacity)
+            if result == .failed { failureReason = recordLayer.failureReason }
+            return result
+        }
+        guard let ssl else { return .failed }
         if readFailed { return .failed }
         if receivedCloseNotify { return .closed }
         ERR_clear_error()
@@ -264,6 +358,14 @@ public final class TLSEngine {
     public func writePlaintext(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int {
         guard handshakeState == .complete else { return -1 }
         guard count > 0 else { return 0 }
+        if let recordLayer {
+            guard recordLayer.writePlaintext(bytes, count) else {
+                failureReason = recordLayer.failureReason
+                return -1
+            }
+            return count
+        }
+        guard let ssl else { return -1 }
         ERR_clear_error()
         var written = 0
         // A memory BIO takes everything, so one call writes all (in records of 16 KiB).
@@ -276,10 +378,14 @@ public final class TLSEngine {
     }
 
     /// Ciphertext waiting to go to the socket.
-    public var pendingCiphertextCount: Int { Int(BIO_ctrl_pending(writeBIO)) }
+    public var pendingCiphertextCount: Int {
+        if let recordLayer { return recordLayer.pendingCiphertextCount }
+        return Int(BIO_ctrl_pending(writeBIO))
+    }
 
     /// Moves up to `capacity` bytes of pending ciphertext into `destination`; returns the count.
     public func takeCiphertext(into destination: UnsafeMutablePointer<UInt8>, capacity: Int) -> Int {
+        if let recordLayer { return recordLayer.takeCiphertext(into: destination, capacity: capacity) }
         guard capacity > 0, BIO_ctrl_pending(writeBIO) > 0 else { return 0 }
         let taken = BIO_read(writeBIO, destination, Int32(clamping: capacity))
         guard taken > 0 else { return 0 }
@@ -290,7 +396,11 @@ public final class TLSEngine {
     /// Queues a close_notify (then take the ciphertext and send it). Nothing to do before the
     /// handshake completed or after a failure: the connection is simply closed then.
     public func shutdown() {
-        guard handshakeState == .complete, !readFailed else { return }
+        if let recordLayer {
+            recordLayer.shutdown()
+            return
+        }
+        guard let ssl, handshakeState == .complete, !readFailed else { return }
         ERR_clear_error()
         // 0 = ours sent, the peer's not yet received; 1 = both. Either is fine: we do not wait.
         if SSL_shutdown(ssl) < 0 { ERR_clear_error() }
@@ -302,6 +412,12 @@ public final class TLSEngine {
     /// any size, and OpenSSL's record buffers. Not on every request: a fresh BIO is a malloc.
     public func releaseIdleMemory() {
         guard !keepsBuffers, handshakeState == .complete, !readFailed else { return }
+        if recordLayer == nil { leaveOpenSSLAfterHandshake() }
+        if let recordLayer {
+            recordLayer.releaseIdleMemory()
+            return
+        }
+        guard let ssl else { return }
         if BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > 0, let fresh = BIO_new(BIO_s_mem()) {
             SSL_set0_rbio(ssl, fresh)
             readBIO = fresh
@@ -317,7 +433,7 @@ public final class TLSEngine {
     private func releaseDrainedInputBuffer() {
         // Emptiness first: asking a memory BIO for its buffer first moves the unread bytes to
         // its front, which would cost a memmove per read while a large input is consumed.
-        guard !keepsBuffers, BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
+        guard !keepsBuffers, let ssl, BIO_ctrl_pending(readBIO) == 0, coutrider_bio_mem_capacity(readBIO) > Self.retainedBufferLimit,
               let fresh = BIO_new(BIO_s_mem()) else { return }
         // SSL_set0_rbio frees the old BIO (the SSL owns it).
         SSL_set0_rbio(ssl, fresh)
@@ -327,7 +443,7 @@ public final class TLSEngine {
     /// Replaces an empty write BIO whose buffer grew past `retainedBufferLimit`. Only after the
     /// handshake: during it OpenSSL stacks a buffering BIO on the write BIO. Called when empty.
     private func releaseDrainedOutputBuffer() {
-        guard !keepsBuffers, handshakeState == .complete, coutrider_bio_mem_capacity(writeBIO) > Self.retainedBufferLimit,
+        guard !keepsBuffers, let ssl, handshakeState == .complete, coutrider_bio_mem_capacity(writeBIO) > Self.retainedBufferLimit,
               let fresh = BIO_new(BIO_s_mem()) else { return }
         SSL_set0_wbio(ssl, fresh)
         writeBIO = fresh
@@ -335,13 +451,27 @@ public final class TLSEngine {
 
     /// Bytes allocated behind both memory BIOs (tests watch it shrink after bursts).
     var bufferedCapacity: Int {
-        Int(coutrider_bio_mem_capacity(readBIO)) + Int(coutrider_bio_mem_capacity(writeBIO))
+        if let recordLayer { return recordLayer.bufferedCapacity }
+        return Int(coutrider_bio_mem_capacity(readBIO)) + Int(coutrider_bio_mem_capacity(writeBIO))
     }
+
+    /// OpenSSL side, TLS 1.3: sends a KeyUpdate with the next write (tests drive a peer's key
+    /// updates with it); with `requestingPeerUpdate` the peer must answer with its own.
+    func scheduleKeyUpdate(requestingPeerUpdate: Bool) -> Bool {
+        guard let ssl else { return false }
+        return SSL_key_update(ssl, requestingPeerUpdate ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED) == 1
+    }
+
+    /// Whether the connection's records are protected without OpenSSL now (tests).
+    var leftOpenSSL: Bool { recordLayer != nil }
+    /// The record layer holds cipher contexts (tests watch them go while idle).
+    var holdsCipherContexts: Bool { recordLayer?.holdsCipherContexts ?? (ssl != nil) }
 
     // MARK: What was negotiated
 
     /// The ALPN protocol agreed on ("http/1.1", "h2"); nil when none.
     public var negotiatedALPN: String? {
+        guard let ssl else { return handshakeSummary?.alpn }
         var name: UnsafePointer<UInt8>? = nil
         var length: UInt32 = 0
         SSL_get0_alpn_selected(ssl, &name, &length)
@@ -351,6 +481,7 @@ public final class TLSEngine {
 
     /// ALPN agreed on "h2" (checked without building a String: once per connection).
     public var negotiatedALPNIsH2: Bool {
+        guard let ssl else { return handshakeSummary?.alpn == "h2" }
         var name: UnsafePointer<UInt8>? = nil
         var length: UInt32 = 0
         SSL_get0_alpn_selected(ssl, &name, &length)
@@ -360,12 +491,16 @@ public final class TLSEngine {
 
     /// "TLSv1.3", "TLSv1.2"; nil until the handshake completed.
     public var negotiatedVersion: String? {
-        guard handshakeState == .complete, let version = SSL_get_version(ssl) else { return nil }
+        guard handshakeState == .complete else { return nil }
+        // Only TLS 1.3 connections leave OpenSSL.
+        guard let ssl else { return "TLSv1.3" }
+        guard let version = SSL_get_version(ssl) else { return nil }
         return String(cString: version)
     }
 
     /// Server side: the SNI the client sent (client side: the SNI sent); nil without one.
     public var requestedServerName: String? {
+        guard let ssl else { return handshakeSummary?.serverName }
         guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else { return nil }
         return String(cString: name)
     }
@@ -375,6 +510,7 @@ public final class TLSEngine {
     /// (server: no client CA; client: verify off). On the server that is the client
     /// certificate of mTLS.
     public var peerIdentity: String? {
+        guard let ssl else { return handshakeSummary?.peerIdentity }
         guard handshakeState == .complete, SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER != 0,
               SSL_get_verify_result(ssl) == Int(X509_V_OK),
               let certificate = SSL_get0_peer_certificate(ssl) else { return nil }
@@ -384,11 +520,14 @@ public final class TLSEngine {
     /// The subject CN of the certificate the peer sent, verified or not (tests look at which
     /// certificate SNI chose).
     var peerCertificateCommonName: String? {
-        SSL_get0_peer_certificate(ssl).flatMap(CertificateNames.commonName)
+        ssl.flatMap(SSL_get0_peer_certificate).flatMap(CertificateNames.commonName)
     }
 
     /// Whether the handshake resumed an earlier session (ticket) instead of a full exchange.
-    public var sessionReused: Bool { SSL_session_reused(ssl) == 1 }
+    public var sessionReused: Bool {
+        guard let ssl else { return handshakeSummary?.sessionReused ?? false }
+        return SSL_session_reused(ssl) == 1
+    }
 
     // MARK: Failures
 
@@ -405,7 +544,7 @@ public final class TLSEngine {
                 reasons.append(drainedErrorText(code))
             }
         }
-        let verifyResult = SSL_get_verify_result(ssl)
+        let verifyResult = ssl.map { SSL_get_verify_result($0) } ?? Int(X509_V_OK)
         if verifyResult != Int(X509_V_OK), let text = X509_verify_cert_error_string(verifyResult) {
             // OpenSSL's own entry says only "certificate verify failed"; say what failed.
             var verification = "certificate verify failed: \(String(cString: text))"

@@ -102,6 +102,9 @@ private struct ServerSettings {
         // Without a session id context OpenSSL refuses to resume sessions when it verifies
         // client certificates; one value for all contexts since the ticket keys are shared.
         let sessionIDContext = Array("outrider".utf8)
+        // TLS 1.3 connections leave OpenSSL after the handshake (TLS13RecordLayer), which needs
+        // their application traffic secrets.
+        coutrider_ssl_ctx_capture_tls13_secrets(context)
         _ = SSL_CTX_set_session_id_context(context, sessionIDContext, UInt32(sessionIDContext.count))
 
         guard SSL_CTX_use_certificate_chain_file(context, chainPath) == 1 else {

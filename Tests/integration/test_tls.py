@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import select
 import ssl
 import subprocess
 import threading
@@ -873,6 +874,47 @@ def test_request_head_spanning_several_tls_records(tls_proxy, upstream, pki):
         assert r.status == 431, r
     assert upstream.find("/big-head").header("x-big") == big
     assert not any(x.target == "/too-big-head" for x in upstream.records)
+
+
+def _read_until(proc, needle: bytes, count: int, seen: bytearray, timeout=10.0) -> None:
+    """Reads proc's stdout into `seen` until `needle` occurs `count` times."""
+    deadline = time.monotonic() + timeout
+    while seen.count(needle) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"waited for {count} x {needle!r}; got: {bytes(seen)[-600:]!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"s_client ended early: {bytes(seen)[-600:]!r}"
+            seen += chunk
+
+
+def test_tls13_key_updates_from_openssl_s_client(tls_proxy, upstream, pki):
+    """After its handshake a TLS 1.3 connection's records are protected by Outrider itself, not
+    by OpenSSL: a client's KeyUpdate, with update_requested (the proxy must answer with its
+    own) and without, and requests after each on the same connection."""
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{tls_proxy.port}", "-tls1_3",
+                             "-servername", "localhost", "-CAfile", pki.ca, "-verify_return_error"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = bytearray()
+    try:
+        for index, command in enumerate([None, b"K\n", b"k\n", b"K\n"], start=1):
+            if command:
+                proc.stdin.write(command)
+                proc.stdin.flush()
+                _read_until(proc, b"KEYUPDATE", index - 1, seen)
+                time.sleep(0.2)
+            proc.stdin.write(f"GET /key-update/{index} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            proc.stdin.flush()
+            _read_until(proc, b"HTTP/1.1 200", index, seen)
+    finally:
+        proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    assert b"Verify return code: 0 (ok)" in seen, bytes(seen)[:2000]
+    assert [r.target for r in upstream.records if r.target.startswith("/key-update/")] == \
+        [f"/key-update/{i}" for i in range(1, 5)]
 
 
 def test_connection_close_ends_with_close_notify(tls_proxy, pki):
