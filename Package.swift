@@ -83,6 +83,8 @@ let package = Package(
                           path: "Sources/fuzz-http2-server"),
         .executableTarget(name: "fuzz-config-loader", dependencies: ["OutriderConfig", "CFuzzerShim"],
                           path: "Sources/fuzz-config-loader"),
+        .executableTarget(name: "fuzz-tls13-records", dependencies: ["OutriderTLS", "CFuzzerShim"],
+                          path: "Sources/fuzz-tls13-records"),
         .executableTarget(name: "fuzz-jwt", dependencies: ["OutriderFilters", "COpenSSL", "CFuzzerShim"],
                           path: "Sources/fuzz-jwt"),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),

@@ -17,12 +17,13 @@
 #   http2-server     HTTP2Session(role: .server) fed raw client frames, answering every request
 #   config-loader    ConfigLoader.load(yaml:) on any text; print-config output loads back equal
 #   jwt              JWK sets, JWT verification, strict base64 and JSON (OutriderFilters/JOSE)
+#   tls13-records    TLS13RecordLayer (server end after the hand-off) fed sealed, corrupted and raw records
 # Replay without the sanitizer build: swift build --product fuzz-TARGET, then run the binary on
 # files or directories (CFuzzerShim's fallback driver runs each input once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(http1-parser http1-response chunked path-normalizer http2-server config-loader jwt)
+targets=(http1-parser http1-response chunked path-normalizer http2-server config-loader jwt tls13-records)
 if [ $# -eq 1 ] && [ "$1" = "--list" ]; then
   printf '%s\n' "${targets[@]}"
   exit 0

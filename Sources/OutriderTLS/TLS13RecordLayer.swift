@@ -7,10 +7,10 @@ import COpenSSL
 import Glibc
 
 /// The TLS 1.3 suites whose records `TLS13RecordLayer` protects (OpenSSL's default set).
-enum TLS13CipherSuite: Sendable {
+public enum TLS13CipherSuite: Sendable, CaseIterable {
     case aes128GCMSHA256, aes256GCMSHA384, chacha20Poly1305SHA256
 
-    init?(protocolID: UInt16) {
+    public init?(protocolID: UInt16) {
         switch protocolID {
         case 0x1301: self = .aes128GCMSHA256
         case 0x1302: self = .aes256GCMSHA384
@@ -19,8 +19,8 @@ enum TLS13CipherSuite: Sendable {
         }
     }
 
-    var keyLength: Int { self == .aes128GCMSHA256 ? 16 : 32 }
-    var hashLength: Int { self == .aes256GCMSHA384 ? 48 : 32 }
+    public var keyLength: Int { self == .aes128GCMSHA256 ? 16 : 32 }
+    public var hashLength: Int { self == .aes256GCMSHA384 ? 48 : 32 }
 
     nonisolated(unsafe) private static let aes128GCM = EVP_CIPHER_fetch(nil, "AES-128-GCM", nil)
     nonisolated(unsafe) private static let aes256GCM = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
@@ -100,8 +100,8 @@ struct CiphertextQueue {
 }
 
 /// One connection's TLS 1.3 records after the handshake. Not thread-safe: one loop owns it.
-final class TLS13RecordLayer {
-    static let maximumPlaintext = 16_384
+public final class TLS13RecordLayer {
+    public static let maximumPlaintext = 16_384
     /// RFC 8446 §5.2: a TLSCiphertext fragment may exceed the plaintext limit by 256 bytes.
     static let maximumCiphertext = 16_384 + 256
     static let tagLength = 16
@@ -163,13 +163,13 @@ final class TLS13RecordLayer {
     private var recordsWithoutData = 0
     static let maximumRecordsWithoutData = 32
 
-    private(set) var receivedCloseNotify = false
-    private(set) var sentCloseNotify = false
-    private(set) var failed = false
-    private(set) var failureReason: String?
+    public private(set) var receivedCloseNotify = false
+    public private(set) var sentCloseNotify = false
+    public private(set) var failed = false
+    public private(set) var failureReason: String?
 
     /// nil when the secrets do not fit the suite or memory runs out.
-    init?(suite: TLS13CipherSuite, readSecret peerSecret: UnsafePointer<UInt8>, readSequence: UInt64,
+    public init?(suite: TLS13CipherSuite, readSecret peerSecret: UnsafePointer<UInt8>, readSequence: UInt64,
           writeSecret ourSecret: UnsafePointer<UInt8>, writeSequence: UInt64) {
         self.suite = suite
         keyMaterial = .allocate(capacity: Self.keyMaterialSize)
@@ -196,7 +196,7 @@ final class TLS13RecordLayer {
 
     /// Appends received ciphertext; false when memory ran out (the layer has failed then).
     @discardableResult
-    func receiveCiphertext(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    public func receiveCiphertext(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         guard !failed, count > 0 else { return true }
         guard let destination = input.reserve(count) else {
             fail(Alert.internalError, "buffering received ciphertext failed (out of memory)")
@@ -209,7 +209,7 @@ final class TLS13RecordLayer {
 
     /// Decrypts whole records into `destination`, as much as fits; a record that does not
     /// fit stays decrypted for the next call.
-    func readPlaintext(into destination: UnsafeMutablePointer<UInt8>, capacity: Int) -> TLSReadResult {
+    public func readPlaintext(into destination: UnsafeMutablePointer<UInt8>, capacity: Int) -> TLSReadResult {
         var total = 0
         while total < capacity {
             if plaintextRemaining > 0 {
@@ -377,7 +377,7 @@ final class TLS13RecordLayer {
     // MARK: Plaintext in, ciphertext out
 
     /// Protects `count` bytes as application data records of at most 16 KiB; false on failure.
-    func writePlaintext(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    public func writePlaintext(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         guard !failed, !sentCloseNotify else { return false }
         var offset = 0
         while offset < count {
@@ -389,7 +389,7 @@ final class TLS13RecordLayer {
     }
 
     /// Queues close_notify (once).
-    func shutdown() {
+    public func shutdown() {
         guard !failed, !sentCloseNotify else { return }
         let alert: (UInt8, UInt8) = (1, Alert.closeNotify)
         _ = withUnsafeBytes(of: alert) { raw in
@@ -407,9 +407,9 @@ final class TLS13RecordLayer {
         return true
     }
 
-    var pendingCiphertextCount: Int { output.count }
+    public var pendingCiphertextCount: Int { output.count }
 
-    func takeCiphertext(into destination: UnsafeMutablePointer<UInt8>, capacity: Int) -> Int {
+    public func takeCiphertext(into destination: UnsafeMutablePointer<UInt8>, capacity: Int) -> Int {
         let count = min(capacity, output.count)
         guard count > 0 else { return 0 }
         destination.update(from: output.front, count: count)
@@ -420,7 +420,7 @@ final class TLS13RecordLayer {
 
     /// The connection went idle: buffers and cipher contexts go back; keys and sequence
     /// numbers stay.
-    func releaseIdleMemory() {
+    public func releaseIdleMemory() {
         if plaintextRemaining == 0 { input.releaseIfEmpty() }
         output.releaseIfEmpty()
         if let readContext {
@@ -440,7 +440,7 @@ final class TLS13RecordLayer {
     // MARK: Protection
 
     /// Protects one record of `type` (tests make records a well-behaved peer would not send).
-    func seal(type: UInt8, _ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    public func seal(type: UInt8, _ bytes: UnsafePointer<UInt8>, _ count: Int) -> Bool {
         let length = count + 1 + Self.tagLength
         guard writeSequence < UInt64.max, let context = cipherContext(.write),
               let record = output.reserve(Self.headerLength + length) else {
