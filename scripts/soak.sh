@@ -11,8 +11,10 @@
 #   --abort-rate R    client aborts per second (default 200; 0 = none)
 #   --workers N       proxy workers (default 2)
 #   --sample-every S  seconds between samples of RSS, fds, request count (default 2)
-#   --warmup F        fraction of the run taken as warm-up (default 0.1)
-#   --rss-range KIB   allowed max - min RSS after warm-up (default 4096 KiB)
+#   --warmup F        fraction of the requests (or seconds) in the warm-up phase (default 0.1)
+#   --quiet-growth KIB  allowed growth of the quiet RSS (no load, connections closed, pools
+#                     trimmed) from after the warm-up phase to after the run (default 1024)
+#   --quiet S         seconds of quiet after each phase, once its connections closed (default 12)
 #   --fd-settle S     seconds for the fds to come back to idle after the load (default 20)
 #   --load-cpu C / --proxy-cpu C / --no-pin   pinning (default: load generators and nginx on
 #                     CPU 1, proxy anywhere)
@@ -22,7 +24,8 @@
 # connection per request, chunked request bodies, the app's 404, 502 from a cluster on a
 # dead port, 413 (body over max_request_body) and 431 (head over max_header_bytes), one wrk
 # per kind checking every answer; plus connections closed mid-head, mid-body (content-length
-# and chunked) and while waiting for a slow app's answer. Figures and the pass/fail line go
+# and chunked) and while waiting for a slow app's answer. Two phases of that load, the
+# warm-up and the rest, each followed by quiet: the quiet RSS after each is compared. Figures and the pass/fail line go
 # to stdout and soak.md; the samples to soak.csv; the chart (RSS, fds, requests over time)
 # to soak.png.
 #
@@ -34,7 +37,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 for tool in wrk nginx taskset; do
     command -v "$tool" >/dev/null || { scripts/install-deps.sh --apt-only || exit 1; break; }

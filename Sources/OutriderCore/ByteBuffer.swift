@@ -143,6 +143,10 @@ public final class BufferPool {
     }
 
     public var retainedCount: Int { free.count }
+
+    /// Frees the buffers unused since the last call (see `IntrusiveFreeList.dropUnused`).
+    @discardableResult
+    public func trimUnused(keeping floor: Int) -> Int { free.dropUnused(keeping: floor) }
 }
 
 /// An object that can wait on an `IntrusiveFreeList`.
@@ -157,6 +161,9 @@ public struct IntrusiveFreeList<Node: FreeListNode> {
     @usableFromInline var head: Unmanaged<Node>?
     public var count: Int { storedCount }
     @usableFromInline var storedCount = 0
+    /// The fewest objects the list held since the last `dropUnused`: that many were not
+    /// needed during the whole interval.
+    @usableFromInline var lowWater = 0
 
     public init() {}
 
@@ -167,6 +174,7 @@ public struct IntrusiveFreeList<Node: FreeListNode> {
         head = node.nextFree
         node.nextFree = nil
         storedCount -= 1
+        if storedCount < lowWater { lowWater = storedCount }
         return node
     }
 
@@ -175,6 +183,24 @@ public struct IntrusiveFreeList<Node: FreeListNode> {
         node.nextFree = head
         head = Unmanaged.passRetained(node)
         storedCount += 1
+    }
+
+    /// Releases the objects no one took since the last call, down to `floor` kept: after a
+    /// burst, an idle pool gives its memory back one interval later. Returns how many went.
+    @discardableResult
+    public mutating func dropUnused(keeping floor: Int) -> Int {
+        var surplus = min(lowWater, storedCount - floor)
+        var dropped = 0
+        while surplus > 0, let top = head {
+            head = top.takeUnretainedValue().nextFree
+            top.takeUnretainedValue().nextFree = nil
+            top.release()
+            storedCount -= 1
+            surplus -= 1
+            dropped += 1
+        }
+        lowWater = storedCount
+        return dropped
     }
 
     /// Releases every object on the list (their owner is going away).

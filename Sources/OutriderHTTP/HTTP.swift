@@ -193,6 +193,12 @@ public final class HeaderTablePool {
         table.reset()
         if free.count < maxRetained { free.push(table) }
     }
+
+    public var retainedCount: Int { free.count }
+
+    /// Frees the tables unused since the last call (see `IntrusiveFreeList.dropUnused`).
+    @discardableResult
+    public func trimUnused(keeping floor: Int) -> Int { free.dropUnused(keeping: floor) }
 }
 
 /// Why the proxy answered by itself; the `x-outrider-error` value.

@@ -292,6 +292,13 @@ public enum Sys {
         return Int64(spec.tv_sec) &* 1_000_000_000 &+ Int64(spec.tv_nsec)
     }
 
+    /// Gives the kernel back the whole free pages inside malloc's heaps (all arenas). free()
+    /// returns memory only from the top of a heap, so after a burst the freed buffers of a
+    /// worker's arena would stay resident; the pools call this after they dropped some.
+    public static func returnFreeHeapPages() {
+        _ = clinux_malloc_trim()
+    }
+
     public static func randomSeed() -> UInt64 {
         var seed: UInt64 = 0
         if getrandom(&seed, 8, 0) != 8 { seed = UInt64(bitPattern: monotonicNanoseconds()) ^ UInt64(getpid()) }

@@ -107,6 +107,8 @@ final class Worker: @unchecked Sendable {
     func run() {
         // Worker 0 runs the health checks: non-blocking, next to its own traffic.
         if id == 0 { startHealthChecks() }
+        nextPoolTrim = loop.now + Self.poolTrimInterval
+        ticker.want(nextPoolTrim, loop)
         for listener in listeners { listener.acceptConnections() }
         loop.run()
         accessLog?.handOver()
@@ -384,7 +386,24 @@ final class Worker: @unchecked Sendable {
         onInboundDrained(id)
     }
 
+    /// How often the pools give back what sat unused (buffers kept for a past burst).
+    static let poolTrimInterval: Int64 = 5_000_000_000
+    /// Pools keep this many spare objects each however idle the worker is.
+    static let poolFloor = 8
+    static let heapReturnThreshold = 1 << 20
+    private var nextPoolTrim: Int64 = 0
+
     func tick(now: Int64) {
+        if now >= nextPoolTrim {
+            let droppedBytes = buffers.trimUnused(keeping: Self.poolFloor) * buffers.bufferCapacity
+                + metaBuffers.trimUnused(keeping: Self.poolFloor) * metaBuffers.bufferCapacity
+            headerTables.trimUnused(keeping: Self.poolFloor)
+            // The heap walk stalls the loop for a few milliseconds: only after a real burst
+            // (connections that went also freed their objects, which it returns too).
+            if droppedBytes >= Self.heapReturnThreshold { Sys.returnFreeHeapPages() }
+            nextPoolTrim = now + Self.poolTrimInterval
+        }
+        ticker.want(nextPoolTrim, loop)
         if let accessLog, accessLog.hasPendingLines {
             if accessLog.dueAt <= now { accessLog.handOver() } else { ticker.want(accessLog.dueAt, loop) }
         }

@@ -160,3 +160,55 @@ def test_connection_churn(proxy, upstream):
         s = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
         s.close()
     _still_serving(proxy)
+
+
+def test_memory_of_a_burst_goes_back_once_idle(proxy, upstream):
+    """150 downloads held open at once fill the worker's buffer pool; once they are done and the
+    worker is idle, the pool drops what sat unused for a whole trim interval (5 s) and the heap
+    gives the pages back: RSS returns near where it was, within two intervals and a bit."""
+    import threading
+
+    clients = 150
+    started = threading.Barrier(clients + 1, timeout=30)
+    errors = []
+
+    def download(i):
+        try:
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+            s.sendall(f"GET /big/3000000?burst={i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+            got = s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got[:80]
+            started.wait()          # everyone holds a half-read response now
+            started.wait()          # the RSS was sampled
+            total = len(got)
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+            assert total > 3_000_000, total
+            s.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    before = proxy.proc_status("VmRSS")
+    threads = [threading.Thread(target=download, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.5)
+    peak = proxy.proc_status("VmRSS")
+    started.wait()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    grown = peak - before
+    assert grown > 8 * 2**20, f"the burst did not fill the buffers: RSS {before >> 10} -> {peak >> 10} KiB"
+    deadline = time.monotonic() + 16
+    now = proxy.proc_status("VmRSS")
+    while now - before > grown // 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = proxy.proc_status("VmRSS")
+    assert now - before <= grown // 4, \
+        f"RSS {before >> 10} KiB before, {peak >> 10} KiB in the burst, still {now >> 10} KiB 16 s after it"
+    _still_serving(proxy)

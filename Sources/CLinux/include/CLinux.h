@@ -2,6 +2,7 @@
 #define OUTRIDER_CLINUX_H
 
 // Linux declarations Glibc's Swift overlay leaves out (epoll, eventfd, signalfd, accept4, ...).
+#include <malloc.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/epoll.h>
@@ -76,5 +77,8 @@ extern int pipe2(int pipefd[2], int flags);
 int clinux_cpu_count_allowed(void);
 int clinux_block_signals(const int *signals, int count, sigset_t *out_set);
 int clinux_set_thread_name(pthread_t thread, const char *name);
+
+/// malloc.h is not part of Glibc's Swift module.
+static inline int clinux_malloc_trim(void) { return malloc_trim(0); }
 
 #endif
