@@ -7,7 +7,9 @@
 //   bucket with the same budget that reports `.rapidReset` and sends GOAWAY(ENHANCE_YOUR_CALM);
 // - CONTINUATION flood: nghttp2_option_set_max_continuations (Debian's 1.52 back-port) makes
 //   mem_recv fail with NGHTTP2_ERR_TOO_MANY_CONTINUATIONS → `.continuationFlood`;
-// - SETTINGS/PING floods: nghttp2_option_set_max_outbound_ack → NGHTTP2_ERR_FLOODED → `.flood`;
+// - SETTINGS/PING floods: a server counts them on the frame headers before nghttp2 parses
+//   them (`screenControlFrames`) → GOAWAY(ENHANCE_YOUR_CALM), `.flood`; behind it
+//   nghttp2_option_set_max_outbound_ack → NGHTTP2_ERR_FLOODED → `.flood`;
 //   nghttp2_option_set_max_settings → GOAWAY(ENHANCE_YOUR_CALM), reported once it goes out;
 // - empty DATA frames: counted here (nghttp2 has no limit) → `.emptyFrameFlood`;
 // - header list size: advertised and enforced here (431 for requests, CANCEL for responses).
@@ -67,6 +69,13 @@ public final class HTTP2Session {
     private var resetTokens: Double
     private var resetTokensUpdatedAt: Double = 0
     private var consecutiveEmptyDataFrames = 0
+    private var controlTokens: Double
+    private var controlTokensUpdatedAt: Double = 0
+    /// The frame-header walk of `screenControlFrames`: bytes still to pass before the next
+    /// frame header (the client preface first), and a header split across reads.
+    private var screenSkip: Int
+    private var screenHeader = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+    private var screenHeaderCount = 0
 
     // Counters (for metrics and tests).
     public private(set) var resetsReceived = 0
@@ -76,6 +85,9 @@ public final class HTTP2Session {
         self.role = role
         self.configuration = configuration
         self.resetTokens = Double(configuration.resetBurst)
+        self.controlTokens = Double(configuration.controlFrameBurst)
+        // 24 bytes of client preface come before the first frame.
+        self.screenSkip = role == .server ? 24 : 0
         streams.reserveCapacity(Int(min(configuration.maxConcurrentStreams, 1024)) * 2)
         streamPool.reserveCapacity(max(0, configuration.streamPoolLimit))
 
@@ -147,6 +159,13 @@ public final class HTTP2Session {
     /// Feeds bytes read from the connection. The delegate hears about streams during the call.
     public func receive(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> HTTP2ReceiveResult {
         if let failure { return .fatal(failure) }
+        var count = count
+        var flooded = false
+        if role == .server, let cut = screenControlFrames(bytes, count) {
+            // nghttp2 acknowledges the frames before the one over budget, then sends GOAWAY.
+            count = cut
+            flooded = true
+        }
         var offset = 0
         while offset < count {
             let processed = nghttp2_session_mem_recv(session, bytes + offset, count - offset)
@@ -162,7 +181,66 @@ public final class HTTP2Session {
             if processed == 0 { break }
             offset += processed
         }
+        if flooded {
+            if failure == nil {
+                fail(.flood, code: .enhanceYourCalm, "flood: SETTINGS/PING frames beyond \(configuration.controlFrameBurst) "
+                     + "at \(configuration.controlFrameRatePerSecond)/s")
+                _ = nghttp2_session_terminate_session(session, HTTP2ErrorCode.enhanceYourCalm.rawValue)
+            }
+            return .fatal(failure!)
+        }
         return .ok
+    }
+
+    /// Walks the frame headers in `bytes` and spends a control token on every SETTINGS or PING
+    /// that is not an acknowledgement; returns the offset of the first frame over budget (the
+    /// bytes nghttp2 may still see), nil while within it.
+    private func screenControlFrames(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int? {
+        var offset = 0
+        while offset < count {
+            if screenSkip > 0 {
+                let step = min(screenSkip, count - offset)
+                screenSkip -= step
+                offset += step
+                continue
+            }
+            // A frame header: 3 bytes length, type, flags, 4 bytes stream id (not needed).
+            let headerStart = offset - screenHeaderCount
+            while screenHeaderCount < 5 && offset < count {
+                switch screenHeaderCount {
+                case 0: screenHeader.0 = bytes[offset]
+                case 1: screenHeader.1 = bytes[offset]
+                case 2: screenHeader.2 = bytes[offset]
+                case 3: screenHeader.3 = bytes[offset]
+                default: screenHeader.4 = bytes[offset]
+                }
+                screenHeaderCount += 1
+                offset += 1
+            }
+            guard screenHeaderCount == 5 else { break }
+            screenHeaderCount = 0
+            let length = Int(screenHeader.0) << 16 | Int(screenHeader.1) << 8 | Int(screenHeader.2)
+            screenSkip = 4 + length
+            let type = screenHeader.3
+            let isAck = screenHeader.4 & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0
+            guard !isAck, type == UInt8(NGHTTP2_SETTINGS.rawValue) || type == UInt8(NGHTTP2_PING.rawValue) else { continue }
+            if !takeControlToken() {
+                // A header begun in an earlier read was already handed on: nghttp2 holds its
+                // first bytes, which the termination makes it drop.
+                return max(0, headerStart)
+            }
+        }
+        return nil
+    }
+
+    private func takeControlToken() -> Bool {
+        let now = monotonicSeconds()
+        let burst = Double(configuration.controlFrameBurst)
+        controlTokens = min(burst, controlTokens + (now - controlTokensUpdatedAt) * Double(configuration.controlFrameRatePerSecond))
+        controlTokensUpdatedAt = now
+        guard controlTokens >= 1 else { return false }
+        controlTokens -= 1
+        return true
     }
 
     private func recordLibraryFailure(_ code: Int32) {
@@ -404,6 +482,13 @@ public final class HTTP2Session {
     /// Stream objects waiting for reuse (tests).
     var pooledStreamCount: Int { streamPool.count }
 
+    /// The peer's window for `stream` is shut: not one byte of body could go out (it announced
+    /// INITIAL_WINDOW_SIZE 0 and sent no WINDOW_UPDATE for the stream yet, or the stream used
+    /// it up). Also true for a stream that is not open.
+    public func sendWindowIsShut(stream: Int32) -> Bool {
+        nghttp2_session_get_stream_remote_window_size(session, stream) <= 0
+    }
+
     /// Bytes buffered for sending on a stream, not yet taken by nghttp2.
     public func bufferedSendBytes(stream: Int32) -> Int { streams[stream]?.bufferedCount ?? 0 }
 
@@ -569,7 +654,15 @@ public final class HTTP2Session {
                                    errorCode: HTTP2ErrorCode(rawValue: frame.pointee.goaway.error_code))
         case UInt8(NGHTTP2_WINDOW_UPDATE.rawValue):
             consecutiveEmptyDataFrames = 0
-            if role == .server { windowUpdated(stream: header.stream_id) }
+            if role == .server {
+                windowUpdated(stream: header.stream_id)
+                delegate?.http2Session(self, sendWindowChanged: header.stream_id)
+            }
+        case UInt8(NGHTTP2_SETTINGS.rawValue):
+            consecutiveEmptyDataFrames = 0
+            if role == .server && header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 {
+                delegate?.http2Session(self, sendWindowChanged: 0)
+            }
         default:
             consecutiveEmptyDataFrames = 0
         }
@@ -672,7 +765,14 @@ public final class HTTP2Session {
     }
 
     fileprivate func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
-        guard frame.pointee.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue), failure == nil else { return 0 }
+        let type = frame.pointee.hd.type
+        if type == UInt8(NGHTTP2_DATA.rawValue) || type == UInt8(NGHTTP2_HEADERS.rawValue) {
+            // A client that is being served earns back what it spends on pings (see
+            // `controlFrameBurst`).
+            if controlTokens < Double(configuration.controlFrameBurst) { controlTokens += 1 }
+            return 0
+        }
+        guard type == UInt8(NGHTTP2_GOAWAY.rawValue), failure == nil else { return 0 }
         let code = HTTP2ErrorCode(rawValue: frame.pointee.goaway.error_code)
         if applicationSubmittedGoAway { return 0 }
         // nghttp2 ended the session on its own (a protocol error in what the peer sent, too many

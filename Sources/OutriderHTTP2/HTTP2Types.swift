@@ -62,6 +62,17 @@ public struct HTTP2Configuration: Sendable {
     /// `resetBurst` tokens refilled at `resetRatePerSecond`. nghttp2's defaults.
     public var resetBurst: UInt64 = 1000
     public var resetRatePerSecond: UInt64 = 33
+    /// SETTINGS and PING frames (not acknowledgements) a server accepts: a token bucket of
+    /// `controlFrameBurst`, refilled at `controlFrameRatePerSecond` and by one for every
+    /// HEADERS or DATA frame the session sends (so a client that pings as it receives, gRPC's
+    /// BDP probe, never runs dry). Past it: GOAWAY(ENHANCE_YOUR_CALM), `.flood`. Counted on
+    /// the frame headers before nghttp2 sees them, so a flooder costs at most this many
+    /// acknowledgements, and they fit in the peer's receive window together with the GOAWAY;
+    /// `maxOutboundAcknowledgements` alone lets a peer that never reads push a socket buffer
+    /// of them first (the attacker of `scripts/flood.sh h2` got ~100,000 frames processed per
+    /// connection that way). A browser sends 1–3, gRPC keepalive one per 10 s or more.
+    public var controlFrameBurst: Int = 100
+    public var controlFrameRatePerSecond: Int = 10
     /// Entries accepted in one SETTINGS frame (nghttp2's default).
     public var maxSettingsEntries: Int = 32
     /// SETTINGS/PING acknowledgements queued unsent before the peer counts as flooding (a peer
@@ -156,6 +167,9 @@ public protocol HTTP2SessionDelegate: AnyObject {
     /// The stream's send buffer drained below half of `streamSendBufferHighWater` after
     /// `submitData` had said to stop: write more.
     func http2Session(_ session: HTTP2Session, streamWindowOpened stream: Int32)
+    /// The peer changed what this side may send: a WINDOW_UPDATE for `stream`, or (stream 0) a
+    /// SETTINGS frame, which may move every stream's window (INITIAL_WINDOW_SIZE).
+    func http2Session(_ session: HTTP2Session, sendWindowChanged stream: Int32)
     /// Server: a request the session answered itself (431 for a header list over the limit); the
     /// delegate never saw its headers and hears nothing more of the stream.
     func http2Session(_ session: HTTP2Session, didRefuseStream stream: Int32, reason: LocalReplyReason)
@@ -165,5 +179,6 @@ extension HTTP2SessionDelegate {
     public func http2Session(_ session: HTTP2Session, didResetStream stream: Int32, errorCode: HTTP2ErrorCode) {}
     public func http2Session(_ session: HTTP2Session, didReceiveGoAway lastStreamID: Int32, errorCode: HTTP2ErrorCode) {}
     public func http2Session(_ session: HTTP2Session, streamWindowOpened stream: Int32) {}
+    public func http2Session(_ session: HTTP2Session, sendWindowChanged stream: Int32) {}
     public func http2Session(_ session: HTTP2Session, didRefuseStream stream: Int32, reason: LocalReplyReason) {}
 }

@@ -581,8 +581,13 @@ final class DownstreamConnection: SocketConnection {
         phase = .closed
         // Recycled as a free object: the listener still counts the connection (it moved).
         self.listener = nil
-        worker.recycle(self)
+        // Only after the HTTP/2 connection has handled the bytes read so far: a stream they
+        // open takes a free exchange object, and this one, recycled first, was taken while its
+        // own `processInput` was still on the stack, which then went on to parse the stream's
+        // request as its own and forwarded it at once (a zero-window stream 1 reached the app;
+        // a stream 1 reset in the same bytes did too).
         connection.start()
+        worker.recycle(self)
     }
 
     // MARK: request head

@@ -448,6 +448,12 @@ final class ListenerHandler: LoopHandler, ResumableWork {
     /// each may carry a flood to refuse (~0.3 ms here): a batch of 128 could hold the loop for
     /// tens of ms while established clients wait; the rest are accepted in the next iteration.
     static let acceptBatch = 16
+    /// Accepting also stops once the loop iteration has run this long (at least one connection
+    /// per turn): each connection is read and handled in the accept loop, so under a flood of
+    /// short-lived abusive connections (HTTP/2 SETTINGS/PING floods reconnecting 1,000+ times a
+    /// second) a full batch could hold established clients' events back for milliseconds.
+    /// Connections waiting in the backlog are taken in the next iterations, after those events.
+    static let acceptTurnBudget: Int64 = 300_000
     private var resumeQueued = false
 
     override func deadlineReached(now: Int64) {
@@ -462,6 +468,7 @@ final class ListenerHandler: LoopHandler, ResumableWork {
         // is re-armed by the next connection or by the deadline below.
         var accepted = 0
         while accepted < Self.acceptBatch {
+            if accepted > 0 && Sys.monotonicNanoseconds() - worker.loop.now > Self.acceptTurnBudget { break }
             if activeConnections >= listener.maxConnectionsPerWorker {
                 pausedForLimit = true
                 return
@@ -491,7 +498,7 @@ final class ListenerHandler: LoopHandler, ResumableWork {
             let connection = worker.makeDownstream(fd: clientFD, peer: PeerAddress(storage: &peerStorage), listener: self)
             connection.start()
         }
-        // Batch limit reached: come back in the next iteration, after the others' events.
+        // Batch or time budget spent: come back in the next iteration, after the others' events.
         if !resumeQueued {
             resumeQueued = true
             worker.resumeLater(self)

@@ -446,6 +446,89 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
         #expect(failure.kind == .flood)
     }
 
+    @Test func controlFramesBeyondTheBudgetEndTheSessionBeforeNghttp2SeesThem() throws {
+        var configuration = HTTP2Configuration()
+        configuration.controlFrameBurst = 5
+        configuration.controlFrameRatePerSecond = 0
+        for chunk in [1, 4, 64 * 1024] {
+            let server = try HTTP2Session(role: .server, configuration: configuration)
+            // The preface's SETTINGS, 4 PINGs and a PING ACK (not counted): within the budget.
+            var within = clientPreface + frame(type: 4)
+            for index in 0..<4 { within += frame(type: 6, payload: [UInt8](repeating: UInt8(index), count: 8)) }
+            within += frame(type: 6, flags: 0x1, payload: [UInt8](repeating: 9, count: 8))
+            #expect(feed(within, to: server, chunk: chunk) == .ok, "chunk \(chunk)")
+            let acknowledged = drainOutput(server)
+            // The sixth, split over reads when `chunk` is small: GOAWAY(ENHANCE_YOUR_CALM).
+            let over = frame(type: 6, payload: [UInt8](repeating: 7, count: 8)) + frame(type: 4)
+            guard case .fatal(let failure) = feed(over, to: server, chunk: chunk) else {
+                Issue.record("chunk \(chunk): a sixth control frame accepted")
+                continue
+            }
+            #expect(failure.kind == .flood && failure.code == .enhanceYourCalm)
+            let output = drainOutput(server)
+            #expect(frameTypes(acknowledged).filter { $0 == 6 }.count == 4, "chunk \(chunk): the 4 PINGs acknowledged")
+            #expect(!frameTypes(output).contains(6), "chunk \(chunk): the PING over budget was not acknowledged")
+            #expect(frameTypes(output).last == 7, "chunk \(chunk): GOAWAY last")
+            #expect(server.isFinished)
+        }
+    }
+
+    @Test func framesSentEarnControlTokensBack() throws {
+        var configuration = HTTP2Configuration()
+        configuration.controlFrameBurst = 3
+        configuration.controlFrameRatePerSecond = 0
+        // The recorders are the sessions' (weak) delegates: held here for the whole test.
+        let (client, server, clientEvents, serverEvents) = try makePair(server: configuration)
+        func ping(_ index: Int) -> [UInt8] { frame(type: 6, payload: [UInt8](repeating: UInt8(index), count: 8)) }
+        // The client's SETTINGS and 2 PINGs spend the 3 tokens.
+        #expect(pump(client, server).server == .ok)
+        #expect(feed(ping(1) + ping(2), to: server) == .ok)
+        #expect(feed(drainOutput(server), to: client) == .ok)
+        // A request answered with HEADERS + DATA earns 2 back.
+        _ = try client.submitRequest(headers: getRequest(), endStream: true)
+        #expect(pump(client, server).server == .ok)
+        #expect(serverEvents.heads[1] != nil && clientEvents.heads[1]?.status == 200)
+        #expect(feed(ping(3) + ping(4), to: server) == .ok, "2 PINGs on the 2 tokens earned")
+        _ = drainOutput(server)
+        guard case .fatal(let failure) = feed(ping(5), to: server) else {
+            Issue.record("a PING accepted with no token left")
+            return
+        }
+        #expect(failure.kind == .flood)
+    }
+
+    @Test func zeroWindowStreamIsShutUntilTheClientOpensIt() throws {
+        let server = try HTTP2Session(role: .server)
+        let events = Recorder()
+        server.delegate = events
+        // SETTINGS_INITIAL_WINDOW_SIZE 0, then a GET on stream 1.
+        let settings = frame(type: 4, payload: [0, 4, 0, 0, 0, 0])
+        let encoded = try encodedRequest()
+        #expect(feed(clientPreface + settings + frame(type: 1, flags: 0x5, stream: 1, payload: encoded), to: server) == .ok)
+        #expect(events.heads[1] != nil)
+        #expect(server.sendWindowIsShut(stream: 1))
+        #expect(events.sendWindowChanges == [0])
+        // WINDOW_UPDATE for stream 1.
+        #expect(feed(frame(type: 8, stream: 1, payload: [0, 0, 0x10, 0]), to: server) == .ok)
+        #expect(!server.sendWindowIsShut(stream: 1))
+        #expect(events.sendWindowChanges == [0, 1])
+        #expect(server.sendWindowIsShut(stream: 3), "a stream that is not open")
+    }
+
+    /// An HPACK block of a GET made by a client session (its first HEADERS frame's payload).
+    private func encodedRequest() throws -> [UInt8] {
+        let client = try HTTP2Session(role: .client)
+        _ = try client.submitRequest(headers: getRequest(), endStream: true)
+        var bytes = drainOutput(client)
+        bytes.removeFirst(clientPreface.count)
+        while bytes.count >= 9 {
+            let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
+            if bytes[3] == 1 { return Array(bytes[9..<9 + length]) }
+            bytes.removeFirst(9 + length)
+        }
+        throw HTTP2SubmitError(code: -1, description: "no HEADERS frame")
+    }
+
     @Test func tooManySettingsEntriesInOneFrame() throws {
         let server = try HTTP2Session(role: .server)
         var entries: [UInt8] = []

@@ -24,6 +24,7 @@ final class Recorder: HTTP2SessionDelegate {
     var closed: [Int32: HTTP2ErrorCode] = [:]
     var goAways: [(lastStreamID: Int32, code: HTTP2ErrorCode)] = []
     var windowOpened: [Int32] = []
+    var sendWindowChanges: [Int32] = []
     var refused: [Int32: LocalReplyReason] = [:]
     /// Consume every DATA byte as it arrives (a reader that never lags).
     var consumesImmediately = true
@@ -85,6 +86,10 @@ final class Recorder: HTTP2SessionDelegate {
         goAways.append((lastStreamID, errorCode))
     }
 
+    func http2Session(_ session: HTTP2Session, sendWindowChanged stream: Int32) {
+        sendWindowChanges.append(stream)
+    }
+
     func http2Session(_ session: HTTP2Session, streamWindowOpened stream: Int32) {
         windowOpened.append(stream)
         onWindowOpened?(session, stream)
@@ -99,6 +104,18 @@ final class Recorder: HTTP2SessionDelegate {
         for (stream, count) in unconsumed where count > 0 { session.consume(stream: stream, bytes: count) }
         unconsumed = [:]
     }
+}
+
+/// The type of each whole frame in `bytes` (a server's output: no preface).
+func frameTypes(_ bytes: [UInt8]) -> [UInt8] {
+    var types: [UInt8] = []
+    var offset = 0
+    while bytes.count - offset >= 9 {
+        let length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
+        types.append(bytes[offset + 3])
+        offset += 9 + length
+    }
+    return types
 }
 
 /// Everything `session` has to send now.

@@ -1195,10 +1195,12 @@ def test_reconnecting_settings_ping_flooders_do_not_starve_a_client(proxy_factor
 # 9b. Clients that take nothing: send timeout, bounded buffering (issue #9)
 
 
-def _zero_window_streams(raw, paths, first_sid=1):
-    """Preface with SETTINGS_INITIAL_WINDOW_SIZE 0 (the server's SETTINGS acknowledged), then one
-    GET per path; returns the stream ids."""
-    raw.send(raw.preface({4: 0}))
+def _zero_window_streams(raw, paths, first_sid=1, window=1):
+    """Preface with SETTINGS_INITIAL_WINDOW_SIZE `window` (the server's SETTINGS acknowledged),
+    then one GET per path; returns the stream ids. The default window of one byte keeps the
+    streams' exchanges running (a window of 0 holds the requests back: see
+    test_zero_window_request_waits_for_its_window)."""
+    raw.send(raw.preface({4: window}))
     frames = raw.read_until(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, 5)
     raw.answer_pings_and_settings(frames)
     sids = list(range(first_sid, first_sid + 2 * len(paths), 2))
@@ -1214,7 +1216,7 @@ def _status(frames, sid):
 
 
 def test_zero_window_streams_reset_after_send_timeout(proxy_factory, upstream):
-    """A client that never opens its flow-control window holds its streams for the send timeout
+    """A client that never opens its flow-control window (1 byte) holds its streams for the send timeout
     (the listener's `idle`, 1 s here) and no longer: then RST_STREAM(CANCEL) for each, whether
     its exchange is still reading the app (1 MiB) or its whole answer waits in the stream's send
     buffer (2 KB). The connection itself stays up. While held, the streams count in the
@@ -1253,8 +1255,9 @@ def test_zero_window_streams_reset_after_send_timeout(proxy_factory, upstream):
         for sid, (code, after) in rsts.items():
             assert code == ErrorCodes.CANCEL, f"stream {sid}: RST_STREAM {error_name(code)}"
             assert 0.8 <= after <= 3.0, f"stream {sid} reset {after:.2f} s after its head (send timeout 1 s)"
-        assert not [f for f in raw.frames if isinstance(f, DataFrame) and len(f.data) > 0], \
-            "DATA sent into a zero window"
+        for sid in sids:
+            sent = sum(len(f.data) for f in raw.frames if isinstance(f, DataFrame) and f.stream_id == sid)
+            assert sent <= 1, f"stream {sid}: {sent} bytes of DATA into a 1-byte window"
         # the connection is still up: a PING is answered
         raw.send(raw.ping(b"stillup!"))
         got = raw.read_until(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, 3)
@@ -1284,7 +1287,7 @@ def test_zero_window_streams_reset_after_send_timeout(proxy_factory, upstream):
 
 def test_zero_window_streams_hold_little_memory(proxy_factory, upstream):
     """200 streams (2 connections x 100) of 1 MiB answers to a client that never opens its
-    window: each held stream costs the proxy a few tens of KiB (its stream's send room and
+    window (1 byte): each held stream costs the proxy a few tens of KiB (its stream's send room and
     bookkeeping), not the upstream read buffer + exchange output + stream buffer (~210 KiB)
     it used to; the rest waits in the app's socket."""
     p = proxy_factory(upstream=upstream, listener={"protocols": None},
@@ -1307,7 +1310,7 @@ def test_zero_window_streams_hold_little_memory(proxy_factory, upstream):
         # and they are live streams: opening the window lets the bytes flow
         raw = raws[0]
         raw.send(raw.window_update(1, 1 << 20) + raw.window_update(0, 1 << 20))
-        got = 0
+        got = sum(len(f.data) for f in raw.frames if isinstance(f, DataFrame) and f.stream_id == 1)  # the first byte
         deadline = time.monotonic() + 5
         while got < (1 << 20) and time.monotonic() < deadline:
             f = raw.read_frame(max(0.01, deadline - time.monotonic()))
@@ -1317,6 +1320,117 @@ def test_zero_window_streams_hold_little_memory(proxy_factory, upstream):
     finally:
         for raw in raws:
             raw.close()
+
+
+def test_zero_window_request_waits_for_its_window(proxy_factory, upstream):
+    """A client that announces INITIAL_WINDOW_SIZE 0 could not take a byte of any answer: its
+    requests are not forwarded (the app never sees them, so a zero-window flood cannot make the
+    app write 1 MiB answers into socket buffers at once) until it opens the stream's window,
+    by WINDOW_UPDATE or by a new SETTINGS; a stream left shut is reset (CANCEL) after the send
+    timeout (`idle`, 1 s here), still without reaching the app, and the connection stays up."""
+    p = proxy_factory(upstream=upstream, top={"workers": 1},
+                      listener={"protocols": None, "timeouts": {"idle": "1s"}})
+    with RawH2(p.port, timeout=5) as raw:
+        paths = ["/zw/a", "/zw/b", "/zw/c", "/zw/d"]
+        sids = _zero_window_streams(raw, paths, window=0)
+        time.sleep(0.4)
+        try:
+            while raw.read_frame(0.05) is not None:
+                pass
+        except TimeoutError:
+            pass
+        assert not [r.target for r in upstream.records if r.target.startswith("/zw/")], \
+            [r.target for r in upstream.records]
+        assert not [f for f in raw.frames if isinstance(f, HeadersFrame)], describe(raw.frames)
+        # a WINDOW_UPDATE for stream 1 lets stream 1 (only) go
+        raw.send(raw.window_update(sids[0], 65535))
+        raw.read_until(lambda f: _status(raw.frames, sids[0]), 5)
+        assert _status(raw.frames, sids[0]) == "200", describe(raw.frames)
+        assert [r.target for r in upstream.records if r.target.startswith("/zw/")] == ["/zw/a"]
+        # a SETTINGS that opens every stream's window lets streams 3 and 5 go
+        raw.send(raw.settings({4: 65535}))
+        raw.read_until(lambda f: _status(raw.frames, sids[1]) and _status(raw.frames, sids[2]), 5)
+        assert _status(raw.frames, sids[1]) == "200" and _status(raw.frames, sids[2]) == "200", describe(raw.frames)
+    # a stream whose window stays shut: reset after the send timeout, the app never asked
+    with RawH2(p.port, timeout=5) as raw:
+        sids = _zero_window_streams(raw, ["/zw/held"], window=0)
+        t0 = time.monotonic()
+        got = raw.read_until(lambda f: isinstance(f, RstStreamFrame) and f.stream_id == sids[0], 5)
+        after = time.monotonic() - t0
+        rst = [f for f in got if isinstance(f, RstStreamFrame) and f.stream_id == sids[0]]
+        assert rst and rst[0].error_code == ErrorCodes.CANCEL, describe(raw.frames)
+        assert 0.8 <= after <= 3.0, f"reset {after:.2f} s after the request (send timeout 1 s)"
+        assert not _status(raw.frames, sids[0]), describe(raw.frames)
+        raw.send(raw.ping(b"stillup!"))
+        got = raw.read_until(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags, 3)
+        assert any(isinstance(f, PingFrame) and "ACK" in f.flags for f in got), describe(got)
+    assert not [r.target for r in upstream.records if r.target == "/zw/held"]
+    # the preface, the SETTINGS and the requests in one write (handled in the read that turns
+    # the connection into HTTP/2): held back all the same, stream 1 included
+    with RawH2(p.port, timeout=5) as raw:
+        raw.send(raw.preface({4: 0}) + b"".join(raw.headers(s, raw.request_fields(f"/zw/one-write/{s}"))
+                                                for s in (1, 3, 5)))
+        time.sleep(0.4)
+        try:
+            while raw.read_frame(0.05) is not None:
+                pass
+        except TimeoutError:
+            pass
+        assert not [f for f in raw.frames if isinstance(f, HeadersFrame)], describe(raw.frames)
+    assert not [r.target for r in upstream.records if r.target.startswith("/zw/one-write/")], \
+        [r.target for r in upstream.records]
+
+
+def test_settings_ping_flood_closed_within_budget(proxy_factory, upstream):
+    """100 PINGs (or SETTINGS, the preface's included) are the per-connection budget: all are
+    acknowledged. 1,000 more in one write: GOAWAY(ENHANCE_YOUR_CALM) and the close, counted as
+    `flood`, without processing the rest (nghttp2's own limit alone let a flooder that does not
+    read have ~100,000 frames processed before its ACKs piled up)."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None}, top={"workers": 1})
+    for kind in ("ping", "settings"):
+        frame = RawH2.ping(b"floodpng") if kind == "ping" else RawH2.settings()
+        ack_type = PingFrame if kind == "ping" else SettingsFrame
+        with RawH2(p.port, timeout=5) as raw:
+            # the preface's SETTINGS and 99 more: within the budget, all acknowledged
+            raw.send(raw.preface() + frame * 99)
+            raw.read_until(lambda f: sum(1 for g in raw.frames if isinstance(g, ack_type) and "ACK" in g.flags) >= 100
+                           if kind == "settings" else
+                           sum(1 for g in raw.frames if isinstance(g, ack_type) and "ACK" in g.flags) >= 99, 5)
+            assert not [f for f in raw.frames if isinstance(f, GoAwayFrame)], describe(raw.frames[-3:])
+            # then 1,000 in one write: a token or two came back meanwhile (10/s), no more
+            raw.send(frame * 1000)
+            frames, closed = raw.drain(5)
+        assert closed, f"{kind}: still open after 1,000 more frames: {describe(frames[-5:])}"
+        acks = [f for f in frames if isinstance(f, ack_type) and "ACK" in f.flags]
+        assert len(acks) <= 10, f"{kind}: {len(acks)} ACKs beyond the budget of 100"
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert goaways and goaways[-1].error_code == ErrorCodes.ENHANCE_YOUR_CALM, describe(frames[-3:])
+    v = wait_metric(p.admin_port, CLOSED_METRIC, 2, listener="inbound", reason="flood")
+    assert v >= 2, f'{CLOSED_METRIC}{{reason="flood"}} is {v}'
+
+
+def test_client_pinging_as_it_is_served_is_not_a_flood(proxy_factory, upstream):
+    """A client that sends a PING with each of 250 requests (gRPC's BDP probes are of this kind)
+    in well under the 15 s that the refill alone (10/s beyond the burst of 100) would need: each
+    HEADERS and DATA frame the proxy sends earns a token back, so the connection stays up and
+    every PING is answered."""
+    p = proxy_factory(upstream=upstream, listener={"protocols": None}, top={"workers": 1})
+    with RawH2(p.port, timeout=5) as raw:
+        raw.send(raw.preface())
+        raw.read_until(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, 5)
+        raw.send(raw.settings_ack() + raw.window_update(0, 1 << 24))  # room for all 250 answers
+        t0 = time.monotonic()
+        for i in range(250):
+            sid = 1 + 2 * i
+            raw.send(raw.ping(i.to_bytes(8, "big")) + raw.headers(sid, raw.request_fields(f"/pinging/{i}")))
+            got = raw.read_until(lambda f: isinstance(f, (DataFrame, HeadersFrame)) and f.stream_id == sid
+                                 and "END_STREAM" in f.flags, 5)
+            assert got and not any(isinstance(f, GoAwayFrame) for f in got), f"request {i}: {describe(got)}"
+        elapsed = time.monotonic() - t0
+        acks = [f for f in raw.frames if isinstance(f, PingFrame) and "ACK" in f.flags]
+        assert not [f for f in raw.frames if isinstance(f, GoAwayFrame)], describe(raw.frames[-5:])
+    assert elapsed < 12, f"250 requests took {elapsed:.1f} s: the test no longer outruns the refill"
+    assert len(acks) >= 249, f"{len(acks)} PING ACKs for 250 PINGs"
 
 
 # ---------------------------------------------------------------------------------------------
