@@ -363,6 +363,7 @@ def setup(args, listener_extra=None, top_extra=None, name="outrider"):
                           clusters=[{"name": "app", "endpoints": [f"127.0.0.1:{app_port}"]}],
                           routes=[{"name": "app", "match": {"path_prefix": "/"}, "cluster": "app"}],
                           top=top, cpu=proxy_cpu, name=name)
+    proxy.app_port = app_port
     return work, procs, proxy, load_cpu
 
 
@@ -370,6 +371,13 @@ def legit(args, proxy, load_cpu, h2c=False, duration=None):
     url = f"http://127.0.0.1:{proxy.port}/ka"
     return H.bench(args.bench, url, f"{duration or args.window}s", args.legit_conns, rate=args.rate, h2c=h2c,
                    streams=args.legit_streams if h2c else 1, cpu=load_cpu, extra=["--warmup", "1s"])
+
+
+def direct(args, proxy, load_cpu):
+    """The control: legit HTTP/1.1 clients to the app itself, not through the proxy."""
+    url = f"http://127.0.0.1:{proxy.app_port}/ka"
+    return H.bench(args.bench, url, f"{args.window}s", args.legit_conns, rate=args.rate, h2c=False,
+                   streams=1, cpu=load_cpu, extra=["--warmup", "1s"])
 
 
 def lat(res):
@@ -615,6 +623,7 @@ def mode_h2(args) -> int:
         if k not in H2_KINDS:
             raise SystemExit(f"--kinds: unknown {k!r} (known: {', '.join(H2_KINDS)})")
     work, procs, proxy, load_cpu = setup(args)
+    attack_cpu = None if args.no_pin else (args.attack_cpu if args.attack_cpu is not None else args.load_cpu)
     failures, lines, results = [], [], {}
     try:
         H.log(f"flood h2: outrider pid {proxy.pid} :{proxy.port}; workdir {work}")
@@ -625,12 +634,14 @@ def mode_h2(args) -> int:
         for kind in kinds:
             before = H.metrics_text(proxy.admin_port)
             base = legit(args, proxy, load_cpu, h2c=True)
+            control_base = direct(args, proxy, load_cpu)
             rss0 = H.rss_kib(proxy.pid)
             sampler = RssSampler(proxy.pid)
             params = {"threads": 2, "conns": args.zw_conns, "streams": args.zw_streams}
-            att = Attacker(procs, kind, proxy.port, params, load_cpu)
+            att = Attacker(procs, kind, proxy.port, params, attack_cpu)
             time.sleep(1.0)
             under = legit(args, proxy, load_cpu, h2c=True)
+            control_under = direct(args, proxy, load_cpu)
             a = att.stop()
             sampler.close()
             time.sleep(0.5)
@@ -656,7 +667,10 @@ def mode_h2(args) -> int:
                 why.append("the proxy died")
             if why:
                 failures.append(f"{kind}: " + "; ".join(why))
+            control_ratio = lat(control_under)[1] / max(lat(control_base)[1], 1e-9)
             results[kind] = {"baseline": base, "under_attack": under, "p99_ratio": ratio, "attacker": a,
+                             "control": {"baseline": control_base, "under_attack": control_under,
+                                         "p99_ratio": control_ratio},
                              "closed_by_reason": closed, "rss_kib": {"before": rss0, "peak": sampler.peak}}
             if kind == "zero-window":
                 what = (f"{a['connections']} connections x {args.zw_streams} streams of a 1 MiB file with "
@@ -671,6 +685,8 @@ def mode_h2(args) -> int:
                 f"    closed_total by reason: {closed or 'none'}",
                 f"    legit baseline {fmt_lat(base)}",
                 f"    legit under    {fmt_lat(under)}",
+                f"    control (HTTP/1.1 clients to the app directly, no proxy): p99 {lat(control_base)[1]:.3f} -> "
+                f"{lat(control_under)[1]:.3f} ms, ratio {control_ratio:.2f}",
                 f"    p99 ratio {ratio:.2f}; proxy RSS {rss0:,} -> peak {sampler.peak:,} KiB "
                 f"(+{(sampler.peak - rss0) / 1024:.1f} MiB)  {'ok' if not why else 'FAIL'}",
             ]
@@ -704,6 +720,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--proxy-cpu", default="0")
     ap.add_argument("--load-cpu", default="1")
+    ap.add_argument("--attack-cpu", default=None,
+                    help="h2: the attackers' CPU (default: --load-cpu, next to the legit clients and the app)")
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--json", help="also write the figures as JSON here")
     ap.add_argument("--outrider", default=os.environ.get("OUTRIDER_BIN") or str(H.REPO / ".build/release/outrider"))

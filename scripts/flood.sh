@@ -8,7 +8,7 @@
 #   scripts/flood.sh h2        [--kinds rapid-reset,continuation,settings,ping,zero-window]
 #                              [--zw-conns 8] [--zw-streams 100]
 #   common: [--rate 2000] [--legit-conns 10] [--legit-streams 4] [--window 8] [--workers 1]
-#           [--proxy-cpu 0] [--load-cpu 1] [--no-pin] [--json FILE]
+#           [--proxy-cpu 0] [--load-cpu 1] [--attack-cpu C] [--no-pin] [--json FILE]
 #
 # slowloris  N connections send a request head one byte every ~1 s (reconnecting when cut);
 #            legit HTTP/1.1 keep-alive clients (outrider-bench, open loop at --rate) must keep
@@ -26,14 +26,16 @@
 #            closed by reason (outrider_http2_connections_closed_total).
 #
 # Pinning: the proxy (1 worker) on CPU 0; nginx, legit clients and attackers on CPU 1, the
-# attackers at nice 19. Environment: OUTRIDER_BIN, OUTRIDER_BENCH_BIN (default
+# attackers at nice 19 (h2: --attack-cpu moves them). h2 also measures a control: legit
+# HTTP/1.1 clients talking to the app directly, not through the proxy, before and during each
+# attack: what the attackers' own work on the shared CPUs does to any client. Environment: OUTRIDER_BIN, OUTRIDER_BENCH_BIN (default
 # .build/release/, built first unless BUILD=0); the h2 attackers need hyper-h2: the python of
 # .venv-test (this checkout's or the main worktree's; scripts/install-deps.sh makes it).
 # Everything is on 127.0.0.1; servers are started here and stopped by PID.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in ''|-h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in ''|-h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 for tool in nginx prlimit taskset; do
     command -v "$tool" >/dev/null || { scripts/install-deps.sh --apt-only || exit 1; break; }

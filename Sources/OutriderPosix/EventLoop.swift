@@ -12,6 +12,11 @@ open class LoopHandler {
     public final var deadline: Int64 = 0
     /// The wheel tick of this handler's earliest queued wheel entry; 0 = none.
     final var wheelTick: Int64 = 0
+    /// Until this monotonic time the handler's events wait until the established handlers'
+    /// events of the same turn have run, and share a time budget per turn (new connections,
+    /// listeners): a flood of new connections cannot make the loop's turns long for the
+    /// clients already there. 0 = established.
+    public final var probationEndsAt: Int64 = 0
 
     public init() {}
 
@@ -55,6 +60,11 @@ public final class EventLoop {
     private var processedTick: Int64
     private var wheelEntries = 0
     private var lastIterationHadEvents = false
+    /// Events of handlers on probation, in arrival order, not yet handled.
+    private var probationEvents: [(slot: Int32, generation: UInt32, events: UInt32)] = []
+    /// Time per turn for handlers on probation once the established ones ran; what is left
+    /// over waits for the next turn (which then does not block in epoll_wait).
+    public var probationBudget: Int64 = 200_000
 
     // Cross-thread messages.
     private let mailboxLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -133,6 +143,7 @@ public final class EventLoop {
         new.generation = old.generation
         new.deadline = 0
         new.wheelTick = 0
+        new.probationEndsAt = old.probationEndsAt
         old.slot = -1
         old.deadline = 0
         old.wheelTick = 0
@@ -231,8 +242,9 @@ public final class EventLoop {
     // MARK: running
 
     public func run() {
+        probationEvents.reserveCapacity(1024)
         while running {
-            let count = Sys.epollWait(epollFD, events, maxEvents, epollTimeout())
+            let count = Sys.epollWait(epollFD, events, maxEvents, probationEvents.isEmpty ? epollTimeout() : 0)
             now = Sys.monotonicNanoseconds()
             lastIterationHadEvents = count > 0
             var index = 0
@@ -244,10 +256,35 @@ public final class EventLoop {
                 let slot = Int(UInt32(truncatingIfNeeded: data))
                 let generation = UInt32(truncatingIfNeeded: data >> 32)
                 guard slot < handlers.count, let handler = handlers[slot], handler.generation == generation else { continue }
+                if handler.probationEndsAt > now {
+                    probationEvents.append((Int32(slot), generation, event.events))
+                    continue
+                }
                 handler.handleEvents(event.events)
             }
+            if !probationEvents.isEmpty { runProbationEvents() }
             runDueTimers()
             runEndOfIteration()
+        }
+    }
+
+    /// Oldest first, until the turn's budget is spent (at least one each turn).
+    private func runProbationEvents() {
+        let started = Sys.monotonicNanoseconds()
+        var handled = 0
+        while handled < probationEvents.count {
+            let entry = probationEvents[handled]
+            handled += 1
+            let slot = Int(entry.slot)
+            if slot < handlers.count, let handler = handlers[slot], handler.generation == entry.generation {
+                handler.handleEvents(entry.events)
+            }
+            if Sys.monotonicNanoseconds() - started >= probationBudget { break }
+        }
+        if handled == probationEvents.count {
+            probationEvents.removeAll(keepingCapacity: true)
+        } else {
+            probationEvents.removeFirst(handled)
         }
     }
 

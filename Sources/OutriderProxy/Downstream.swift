@@ -274,6 +274,10 @@ final class DownstreamConnection: SocketConnection {
             return
         }
         headStartedAt = worker.loop.now
+        // A new connection waits behind the clients already served, within a time budget
+        // per loop turn (EventLoop.probationBudget), until it has had an answer (or for
+        // `probation` at most).
+        probationEndsAt = worker.loop.now + Self.probation
         worker.loop.setDeadline(self, worker.loop.now + listener!.listener.headerReadTimeout)
         // Data often arrives with the handshake's last ACK: try at once.
         readable = true
@@ -332,6 +336,7 @@ final class DownstreamConnection: SocketConnection {
     }
 
     private static let idleShrinkDelay: Int64 = 1_000_000_000
+    static let probation: Int64 = 10_000_000_000
 
     override func deadlineReached(now: Int64) {
         switch phase {
@@ -1586,6 +1591,7 @@ final class DownstreamConnection: SocketConnection {
         guard exchangeActive else { return }
         exchangeActive = false
         requestsServed += 1
+        probationEndsAt = 0
         if let connection = upstream {
             upstream = nil
             if originalDestination != nil {

@@ -141,9 +141,12 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
             routing.metrics.add(routing.metrics.layout.http2Closed
                                 + listener.listener.index * MetricsLayout.http2CloseReasons.count + failure.kind.metricsIndex)
         }
-        if failure.kind != .badPreface {
+        // Floods close thousands of connections a second: one line per second per worker,
+        // with how many were left out (the metric counts every one).
+        if failure.kind != .badPreface, let leftOut = worker.connectionCloseLog.admit(now: worker.loop.now) {
             OperationalLog.info("http2 connection closed", ["listener": listener?.listener.config.name ?? "",
-                                                             "client": peer.description, "reason": failure.description])
+                                                             "client": peer.description, "reason": failure.description,
+                                                             "similar_lines_left_out": String(leftOut)])
         }
         closingAfterFlush = true
         readable = false
@@ -186,9 +189,12 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
                 writeMark = writeProgress
                 outputStalledSince = now
             } else if now - outputStalledSince >= timeout {
-                OperationalLog.info("http2 connection closed", ["listener": listener.listener.config.name,
-                                                                 "client": peer.description,
-                                                                 "reason": "send timeout: the client read nothing"])
+                if let leftOut = worker.connectionCloseLog.admit(now: now) {
+                    OperationalLog.info("http2 connection closed", ["listener": listener.listener.config.name,
+                                                                     "client": peer.description,
+                                                                     "reason": "send timeout: the client read nothing",
+                                                                     "similar_lines_left_out": String(leftOut)])
+                }
                 close()
                 return
             }
@@ -436,6 +442,8 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
 
     func http2Session(_ session: HTTP2Session, didCloseStream stream: Int32, errorCode: HTTP2ErrorCode) {
         guard let bridge = bridges.removeValue(forKey: stream) else { return }
+        // A stream that ran to its end: the connection does useful work, it leaves probation.
+        if errorCode == .noError, bridge.responseEnded { probationEndsAt = 0 }
         if bridge.waitsForWindow {
             bridge.waitsForWindow = false
             windowWaitCount -= 1
@@ -555,6 +563,11 @@ final class HTTP2StreamBridge: VirtualPeer {
     // Response side.
     private enum ResponseState { case head, length(Int64), chunked, done }
     private var responseState = ResponseState.head
+    /// The whole response was handed to the session.
+    var responseEnded: Bool {
+        if case .done = responseState { return true }
+        return false
+    }
     private var decoder = ChunkedDecoder()
     private var waitingForRoom = false
     /// The request waits for the client to open the stream's window before it is forwarded

@@ -435,6 +435,9 @@ final class ListenerHandler: LoopHandler, ResumableWork {
         self.listener = listener
         self.routing = routing
         self.worker = worker
+        super.init()
+        // Accepting makes new connections: intake, done after the turn's established work.
+        probationEndsAt = .max
     }
 
     override func handleEvents(_ events: UInt32) { acceptConnections() }

@@ -386,6 +386,9 @@ final class Worker: @unchecked Sendable {
         onInboundDrained(id)
     }
 
+    /// Lines about connections closed for abuse, at most one a second.
+    var connectionCloseLog = LogRateLimiter(interval: 1_000_000_000)
+
     /// How often the pools give back what sat unused (buffers kept for a past burst).
     static let poolTrimInterval: Int64 = 5_000_000_000
     /// Pools keep this many spare objects each however idle the worker is.
@@ -545,5 +548,26 @@ final class WorkerRouting {
         let next = addressCache[endpoint.index].next
         addressCache[endpoint.index].next = next &+ 1
         return (addresses[next % addresses.count], generation)
+    }
+}
+
+/// Admits one log line per interval and counts the ones it turned away, so that an attack
+/// cannot turn into a flood of log lines (or of the worker's time spent writing them).
+struct LogRateLimiter {
+    let interval: Int64
+    private var nextAdmitted: Int64 = 0
+    private var leftOut = 0
+
+    init(interval: Int64) { self.interval = interval }
+
+    /// nil: leave this line out. Otherwise write it, saying how many were left out before it.
+    mutating func admit(now: Int64) -> Int? {
+        guard now >= nextAdmitted else {
+            leftOut += 1
+            return nil
+        }
+        nextAdmitted = now + interval
+        defer { leftOut = 0 }
+        return leftOut
     }
 }
