@@ -186,7 +186,8 @@ public final class HTTP2HeaderBlock {
         storageUsed = valueOffset + valueCount
         let storedName = UnsafePointer(storage + nameOffset)
         let pseudo = HTTP2PseudoHeader.classify(storedName, nameCount)
-        let kind: HeaderKind = pseudo == .none ? HeaderKind.classify(storedName, nameCount) : .other
+        // Stored names are lower-case tokens (lower-cased here, or validated by nghttp2).
+        let kind: HeaderKind = pseudo == .none ? HeaderKind.classifyToken(storedName, nameCount) : .other
         entries[count] = HTTP2HeaderEntry(nameOffset: Int32(nameOffset), nameLength: Int32(nameCount),
                                           valueOffset: Int32(valueOffset), valueLength: Int32(valueCount),
                                           kind: kind, pseudo: pseudo)
