@@ -87,6 +87,7 @@ let package = Package(
                           path: "Sources/fuzz-tls13-records"),
         .executableTarget(name: "fuzz-jwt", dependencies: ["OutriderFilters", "COpenSSL", "CFuzzerShim"],
                           path: "Sources/fuzz-jwt"),
+        .testTarget(name: "OutriderPosixTests", dependencies: ["OutriderPosix"]),
         .testTarget(name: "OutriderHTTP1Tests", dependencies: ["OutriderHTTP1", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderHTTP2Tests", dependencies: ["OutriderHTTP2", "OutriderHTTP", "OutriderCore"]),
         .testTarget(name: "OutriderTLSTests", dependencies: ["OutriderTLS", "OutriderCore", "COpenSSL"]),
