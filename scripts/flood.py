@@ -408,6 +408,7 @@ def mode_slowloris(args) -> int:
         H.log(f"flood slowloris: outrider pid {proxy.pid} :{proxy.port}; workdir {work}")
         rss0 = H.rss_kib(proxy.pid)
         base = legit(args, proxy, load_cpu)
+        control_base = direct(args, proxy, load_cpu)
         att = Attacker(procs, "slowloris", proxy.port,
                        {"conns": args.conns, "trickle": args.trickle, "ramp": 2000}, load_cpu)
         # all trickling before the measurement starts
@@ -421,10 +422,13 @@ def mode_slowloris(args) -> int:
         fds_attack = H.fd_count(proxy.pid)
         sampler = RssSampler(proxy.pid)
         under = legit(args, proxy, load_cpu, duration=max(args.window, args.header_read + 3))
+        control_under = direct(args, proxy, load_cpu)
         sampler.close()
         a = att.stop()
         ratio = lat(under)[1] / max(lat(base)[1], 1e-9)
+        control_ratio = lat(control_under)[1] / max(lat(control_base)[1], 1e-9)
         res = {"baseline": base, "under_attack": under, "attacker": a, "p99_ratio": ratio,
+               "control": {"baseline": control_base, "under_attack": control_under, "p99_ratio": control_ratio},
                "rss_kib": {"idle": rss0, "peak_under_attack": sampler.peak}, "active_at_start": active}
         if ratio >= 2:
             failures.append(f"p99 under attack {ratio:.2f}x the baseline (limit 2x)")
@@ -454,6 +458,8 @@ def mode_slowloris(args) -> int:
             f"    baseline      {fmt_lat(base)}",
             f"    under attack  {fmt_lat(under)}",
             f"    p99 ratio {ratio:.2f} (limit 2.00)",
+            f"    control (the same clients to the app directly, no proxy): p99 {lat(control_base)[1]:.3f} -> "
+            f"{lat(control_under)[1]:.3f} ms, ratio {control_ratio:.2f}",
             f"  proxy RSS: idle {rss0:,} KiB, peak under attack {sampler.peak:,} KiB "
             f"(+{per_conn / 1024:.1f} KiB per slow connection)",
             f"  slow connections: {a['opened']:,} opened, cut by header_read: {a['cut_408']:,} with 408, "

@@ -26,9 +26,9 @@
 #            closed by reason (outrider_http2_connections_closed_total).
 #
 # Pinning: the proxy (1 worker) on CPU 0; nginx, legit clients and attackers on CPU 1, the
-# attackers at nice 19 (h2: --attack-cpu moves them). h2 also measures a control: legit
-# HTTP/1.1 clients talking to the app directly, not through the proxy, before and during each
-# attack: what the attackers' own work on the shared CPUs does to any client. Environment: OUTRIDER_BIN, OUTRIDER_BENCH_BIN (default
+# attackers at nice 19 (h2: --attack-cpu moves them). h2 and slowloris also measure a control:
+# legit HTTP/1.1 clients talking to the app directly, not through the proxy, before and during
+# each attack: what the attackers' own work on the shared CPUs does to any client. Environment: OUTRIDER_BIN, OUTRIDER_BENCH_BIN (default
 # .build/release/, built first unless BUILD=0); the h2 attackers need hyper-h2: the python of
 # .venv-test (this checkout's or the main worktree's; scripts/install-deps.sh makes it).
 # Everything is on 127.0.0.1; servers are started here and stopped by PID.
