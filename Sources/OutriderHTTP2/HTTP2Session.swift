@@ -66,11 +66,9 @@ public final class HTTP2Session {
     private let localReplyBlock = HTTP2HeaderBlock(entryCapacity: 4, storageCapacity: 128)
 
     // Flood accounting.
-    private var resetTokens: Double
-    private var resetTokensUpdatedAt: Double = 0
+    private var resetBucket: TokenBucket
     private var consecutiveEmptyDataFrames = 0
-    private var controlTokens: Double
-    private var controlTokensUpdatedAt: Double = 0
+    private var controlBucket: TokenBucket
     /// The frame-header walk of `screenControlFrames`: bytes still to pass before the next
     /// frame header (the client preface first), and a header split across reads.
     private var screenSkip: Int
@@ -84,8 +82,9 @@ public final class HTTP2Session {
     public init(role: HTTP2Role, configuration: HTTP2Configuration = HTTP2Configuration()) throws(HTTP2SubmitError) {
         self.role = role
         self.configuration = configuration
-        self.resetTokens = Double(configuration.resetBurst)
-        self.controlTokens = Double(configuration.controlFrameBurst)
+        self.resetBucket = TokenBucket(burst: Double(configuration.resetBurst), perSecond: Double(configuration.resetRatePerSecond))
+        self.controlBucket = TokenBucket(burst: Double(configuration.controlFrameBurst),
+                                         perSecond: Double(configuration.controlFrameRatePerSecond))
         // 24 bytes of client preface come before the first frame.
         self.screenSkip = role == .server ? 24 : 0
         streams.reserveCapacity(Int(min(configuration.maxConcurrentStreams, 1024)) * 2)
@@ -229,23 +228,13 @@ public final class HTTP2Session {
             let type = screenHeader.3
             let isAck = screenHeader.4 & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0
             guard !isAck, type == UInt8(NGHTTP2_SETTINGS.rawValue) || type == UInt8(NGHTTP2_PING.rawValue) else { continue }
-            if !takeControlToken() {
+            if !controlBucket.take() {
                 // A header begun in an earlier read was already handed on: nghttp2 holds its
                 // first bytes, which the termination makes it drop.
                 return max(0, headerStart)
             }
         }
         return nil
-    }
-
-    private func takeControlToken() -> Bool {
-        let now = monotonicSeconds()
-        let burst = Double(configuration.controlFrameBurst)
-        controlTokens = min(burst, controlTokens + (now - controlTokensUpdatedAt) * Double(configuration.controlFrameRatePerSecond))
-        controlTokensUpdatedAt = now
-        guard controlTokens >= 1 else { return false }
-        controlTokens -= 1
-        return true
     }
 
     private func recordLibraryFailure(_ code: Int32) {
@@ -727,14 +716,7 @@ public final class HTTP2Session {
     private func noteResetReceived() {
         resetsReceived += 1
         guard role == .server, failure == nil else { return }
-        let now = monotonicSeconds()
-        let burst = Double(configuration.resetBurst)
-        resetTokens = min(burst, resetTokens + (now - resetTokensUpdatedAt) * Double(configuration.resetRatePerSecond))
-        resetTokensUpdatedAt = now
-        if resetTokens >= 1 {
-            resetTokens -= 1
-            return
-        }
+        if resetBucket.take() { return }
         terminate(.rapidReset, code: .enhanceYourCalm,
                   "rapid reset: RST_STREAM beyond \(configuration.resetBurst) at \(configuration.resetRatePerSecond)/s "
                   + "(\(resetsReceived) received)")
@@ -774,7 +756,7 @@ public final class HTTP2Session {
         if type == UInt8(NGHTTP2_DATA.rawValue) || type == UInt8(NGHTTP2_HEADERS.rawValue) {
             // A client that is being served earns back what it spends on pings (see
             // `controlFrameBurst`).
-            if controlTokens < Double(configuration.controlFrameBurst) { controlTokens += 1 }
+            controlBucket.refund()
             return 0
         }
         guard type == UInt8(NGHTTP2_GOAWAY.rawValue), failure == nil else { return 0 }
@@ -831,6 +813,35 @@ public final class HTTP2Session {
 }
 
 private func errorText(_ code: Int32) -> String { String(cString: nghttp2_strerror(code)) }
+
+/// `burst` tokens refilled at `perSecond` (the session's abuse limits).
+private struct TokenBucket {
+    let burst: Double
+    let perSecond: Double
+    private var tokens: Double
+    private var updatedAt: Double = 0
+
+    init(burst: Double, perSecond: Double) {
+        self.burst = burst
+        self.perSecond = perSecond
+        tokens = burst
+    }
+
+    /// Spends a token; false when none is left.
+    mutating func take() -> Bool {
+        let now = monotonicSeconds()
+        tokens = min(burst, tokens + (now - updatedAt) * perSecond)
+        updatedAt = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+
+    /// Gives one back (up to `burst`).
+    mutating func refund() {
+        if tokens < burst { tokens += 1 }
+    }
+}
 
 private func monotonicSeconds() -> Double {
     var now = timespec()

@@ -161,6 +161,10 @@ final class DownstreamConnection: SocketConnection {
     /// Accepted on an outbound listener (the app's own calls).
     var isOutbound: Bool { listener?.listener.config.direction == .outbound }
 
+    /// This connection's listener is draining. The worker's flag first: the listener is loaded
+    /// (a retain and a release) only while the worker drains.
+    private var listenerDraining: Bool { worker.draining && worker.isDraining(listener?.listener) }
+
     override func tlsHandshakeCompleted() {
         clientIdentity = tls?.peerIdentity.map { Array($0.utf8) }
         if let tls, tls.negotiatedALPNIsH2 {
@@ -1234,7 +1238,7 @@ final class DownstreamConnection: SocketConnection {
         let clientIsHTTP11 = requestMinorVersion == 1
         let chunkedToClient = clientIsHTTP11 && (framing == .chunked || framing == .untilClose)
         if !clientIsHTTP11 && (framing == .chunked || framing == .untilClose) { keepAlive = false }
-        if worker.draining && worker.isDraining(listener?.listener) { keepAlive = false }
+        if listenerDraining { keepAlive = false }
         if !requestBody.isDone { keepAlive = false }
 
         let base = UnsafePointer(source.base)
@@ -1367,7 +1371,7 @@ final class DownstreamConnection: SocketConnection {
     /// The whole response has been handed to the client's output.
     func responseComplete(upstreamReusable: Bool) {
         finishExchange(reusableUpstream: upstreamReusable && requestBody.isDone)
-        if keepAlive && !(worker.draining && worker.isDraining(listener?.listener)) {
+        if keepAlive && !listenerDraining {
             phase = .waitingHead
             headStartedAt = worker.loop.now
             armDeadline()
@@ -1732,7 +1736,7 @@ final class DownstreamConnection: SocketConnection {
             out.append(meta.base + metaRequestID.lowerBound, count: metaRequestID.count)
             out.append("\r\n")
         }
-        let closing = closeAfter || !keepAlive || (worker.draining && worker.isDraining(listener?.listener))
+        let closing = closeAfter || !keepAlive || listenerDraining
         if closing { out.append("connection: close\r\n") }
         out.append("\r\n")
         if requestMethod != .head || !exchangeActive {

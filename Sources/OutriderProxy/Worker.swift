@@ -8,14 +8,14 @@ import OutriderHTTP
 import OutriderHTTP1
 import OutriderPosix
 
-/// One event-loop thread and everything it owns: its accept sockets, connections, buffer pools,
-/// upstream connection pools and access-log batch. Nothing here is touched by another thread
-/// except through `loop.post`.
 /// A handler that may stop short and ask `Worker.resumeLater` to be called again.
 protocol ResumableWork: AnyObject {
     func resumeWork()
 }
 
+/// One event-loop thread and everything it owns: its accept sockets, connections, buffer pools,
+/// upstream connection pools and access-log batch. Nothing here is touched by another thread
+/// except through `loop.post`.
 final class Worker: @unchecked Sendable {
     let id: Int
     let loop: EventLoop

@@ -169,13 +169,14 @@ public final class TLSEngine {
             freeTracker()
             return false
         }
-        let counts = tracker.pointee
+        var counts = tracker.pointee
+        defer { withUnsafeMutableBytes(of: &counts) { OPENSSL_cleanse($0.baseAddress, $0.count) } }
         guard !readFailed, !receivedCloseNotify, SSL_get_shutdown(ssl) == 0,
               counts.read_application == 1, counts.write_application == 1, counts.key_updated == 0,
               Int(counts.client_secret_length) == suite.hashLength, Int(counts.server_secret_length) == suite.hashLength,
               SSL_has_pending(ssl) == 0, SSL_get_wbio(ssl) == writeBIO else { return false }
-        let layer = withUnsafeBytes(of: tracker.pointee.client_secret) { client in
-            withUnsafeBytes(of: tracker.pointee.server_secret) { server in
+        let layer = withUnsafeBytes(of: counts.client_secret) { client in
+            withUnsafeBytes(of: counts.server_secret) { server in
                 TLS13RecordLayer(suite: suite,
                                  readSecret: client.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                  readSequence: counts.read_records,

@@ -28,6 +28,19 @@ private final class RecordingHandler: LoopHandler {
     }
 }
 
+/// Registers each handler on an eventfd and makes them readable in this order (the order
+/// epoll reports them in); the caller closes the descriptors.
+private func makeReadable(_ handlers: [RecordingHandler], on loop: EventLoop) throws -> [Int32] {
+    var fds: [Int32] = []
+    for handler in handlers {
+        let fd = try Sys.eventFD()
+        fds.append(fd)
+        #expect(loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered) >= 0)
+    }
+    for fd in fds { Sys.eventFDSignal(fd) }
+    return fds
+}
+
 @Suite struct EventLoopProbationTests {
     /// Both become readable in one turn, the new one first: the established one runs first.
     @Test func establishedHandlersRunFirst() throws {
@@ -37,12 +50,8 @@ private final class RecordingHandler: LoopHandler {
         fresh.probationEndsAt = .max
         fresh.stopsLoop = true
         let established = RecordingHandler("established", journal, loop)
-        let freshFD = try Sys.eventFD(), establishedFD = try Sys.eventFD()
-        defer { Sys.close(freshFD); Sys.close(establishedFD) }
-        #expect(loop.register(freshFD, fresh, events: Epoll.input | Epoll.edgeTriggered) >= 0)
-        #expect(loop.register(establishedFD, established, events: Epoll.input | Epoll.edgeTriggered) >= 0)
-        Sys.eventFDSignal(freshFD)
-        Sys.eventFDSignal(establishedFD)
+        let fds = try makeReadable([fresh, established], on: loop)
+        defer { for fd in fds { Sys.close(fd) } }
         loop.run()
         #expect(journal.entries == ["established", "new"])
     }
@@ -54,20 +63,15 @@ private final class RecordingHandler: LoopHandler {
         loop.probationBudget = 200_000
         let journal = Journal()
         loop.endOfIterationHook = { journal.entries.append("|") }
-        var handlers: [RecordingHandler] = []
-        var fds: [Int32] = []
-        defer { for fd in fds { Sys.close(fd) } }
-        for index in 1...3 {
+        let handlers = (1...3).map { index in
             let handler = RecordingHandler("p\(index)", journal, loop)
             handler.probationEndsAt = .max
             handler.busyNanoseconds = 150_000
             handler.stopsLoop = index == 3
-            let fd = try Sys.eventFD()
-            fds.append(fd)
-            #expect(loop.register(fd, handler, events: Epoll.input | Epoll.edgeTriggered) >= 0)
-            handlers.append(handler)
+            return handler
         }
-        for fd in fds { Sys.eventFDSignal(fd) }
+        let fds = try makeReadable(handlers, on: loop)
+        defer { for fd in fds { Sys.close(fd) } }
         loop.run()
         #expect(journal.entries == ["p1", "p2", "|", "p3", "|"])
     }
@@ -81,12 +85,8 @@ private final class RecordingHandler: LoopHandler {
         former.stopsLoop = true
         let fresh = RecordingHandler("new", journal, loop)
         fresh.probationEndsAt = .max
-        let freshFD = try Sys.eventFD(), formerFD = try Sys.eventFD()
-        defer { Sys.close(freshFD); Sys.close(formerFD) }
-        #expect(loop.register(freshFD, fresh, events: Epoll.input | Epoll.edgeTriggered) >= 0)
-        #expect(loop.register(formerFD, former, events: Epoll.input | Epoll.edgeTriggered) >= 0)
-        Sys.eventFDSignal(freshFD)
-        Sys.eventFDSignal(formerFD)
+        let fds = try makeReadable([fresh, former], on: loop)
+        defer { for fd in fds { Sys.close(fd) } }
         loop.run()
         #expect(journal.entries == ["former", "new"])
     }
