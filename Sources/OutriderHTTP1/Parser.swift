@@ -360,8 +360,14 @@ public struct HeadParser: Sendable {
         }
         var valueEnd = end
         while valueEnd > valueStart && (base[valueEnd - 1] == 0x20 || base[valueEnd - 1] == 0x09) { valueEnd -= 1 }
-        guard headers.count < limits.maxHeaders else { return fail(kind == .request ? .headersTooLarge : .invalidResponse) }
-        let kind = HeaderKind.classifyToken(base + start, nameEnd - start)
+        return recordField(base, start, nameEnd, valueStart, valueEnd, kind: HeaderKind.classifyToken(base + start, nameEnd - start),
+                           headers: headers, head: &head)
+    }
+
+    /// Adds a syntactically valid field to the table and gives it its meaning for the head.
+    private mutating func recordField(_ base: UnsafePointer<UInt8>, _ start: Int, _ nameEnd: Int, _ valueStart: Int, _ valueEnd: Int,
+                                      kind: HeaderKind, headers: HeaderTable, head: inout MessageHead) -> ParseStatus {
+        guard headers.count < limits.maxHeaders else { return fail(self.kind == .request ? .headersTooLarge : .invalidResponse) }
         let entryIndex = Int32(headers.count)
         _ = headers.append(HeaderEntry(nameStart: Int32(start), nameLength: Int32(nameEnd - start),
                                        valueStart: Int32(valueStart), valueLength: Int32(valueEnd - valueStart), kind: kind))
@@ -408,6 +414,66 @@ public struct HeadParser: Sendable {
         default: break
         }
         return .needMore
+    }
+
+    // MARK: heads the caller writes
+
+    /// Starts a request head that the caller writes into a buffer itself (an HTTP/2 request
+    /// carried as HTTP/1.1): the request line and each field are recorded as they are written,
+    /// with the checks and meanings `parse` gives them, so nothing scans the text again.
+    /// Names must be lower-case tokens already (as HTTP/2 requires).
+    public mutating func beginWritten(at offset: Int, headers: HeaderTable, head: inout MessageHead) {
+        head = MessageHead()
+        headers.reset()
+        head.headStart = Int32(offset)
+        headStart = offset
+        state = .headers
+        began = false
+    }
+
+    /// The request line `method SP target SP HTTP/1.1`, written at the given offsets.
+    public mutating func recordWrittenRequestLine(_ base: UnsafePointer<UInt8>, methodStart: Int, methodLength: Int,
+                                                  targetStart: Int, targetLength: Int, head: inout MessageHead) -> ParseStatus {
+        guard methodLength > 0, methodLength <= 32 else { return fail(.badRequest) }
+        for index in methodStart..<(methodStart + methodLength) where !isTokenByte(base[index]) { return fail(.badRequest) }
+        guard targetLength > 0 else { return fail(.badRequest) }
+        if targetLength > HeadLimits.maxTargetBytes { return fail(.uriTooLong) }
+        for index in targetStart..<(targetStart + targetLength) where !isTargetByte(base[index]) { return fail(.badRequest) }
+        head.minorVersion = 1
+        head.methodStart = Int32(methodStart)
+        head.methodLength = Int32(methodLength)
+        head.method = MethodKind.classify(base + methodStart, methodLength)
+        head.targetStart = Int32(targetStart)
+        head.targetLength = Int32(targetLength)
+        return .needMore
+    }
+
+    /// A field `name: value` written at the given offsets; `kind` is the name's classification.
+    public mutating func recordWrittenField(_ base: UnsafePointer<UInt8>, nameStart: Int, nameLength: Int, valueStart: Int,
+                                            valueLength: Int, kind: HeaderKind, headers: HeaderTable, head: inout MessageHead) -> ParseStatus {
+        var index = valueStart
+        let end = valueStart + valueLength
+        while end - index >= 8 {
+            if hasControlByte(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
+            index += 8
+        }
+        while index < end {
+            guard isFieldValueByte(base[index]) else { return fail(.badRequest) }
+            index += 1
+        }
+        var trimmedStart = valueStart
+        var trimmedEnd = end
+        while trimmedStart < trimmedEnd && (base[trimmedStart] == 0x20 || base[trimmedStart] == 0x09) { trimmedStart += 1 }
+        while trimmedEnd > trimmedStart && (base[trimmedEnd - 1] == 0x20 || base[trimmedEnd - 1] == 0x09) { trimmedEnd -= 1 }
+        return recordField(base, nameStart, nameStart + nameLength, trimmedStart, trimmedEnd, kind: kind, headers: headers, head: &head)
+    }
+
+    /// The head ends just before `headEnd` (after its blank line).
+    public mutating func finishWritten(_ base: UnsafePointer<UInt8>, headEnd: Int, headers: HeaderTable, head: inout MessageHead) -> ParseStatus {
+        state = .done
+        head.headEnd = Int32(headEnd)
+        if headEnd - headStart > limits.maxHeaderBytes { return fail(.headersTooLarge) }
+        return finishHead(base, headers: headers, head: &head)
     }
 
     private mutating func finishHead(_ base: UnsafePointer<UInt8>, headers: HeaderTable, head: inout MessageHead) -> ParseStatus {

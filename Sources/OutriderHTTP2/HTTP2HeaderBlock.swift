@@ -35,6 +35,8 @@ public struct HTTP2HeaderEntry: Sendable {
     /// The regular header's meaning to the proxy (`.other` for pseudo-headers and the rest).
     public var kind: HeaderKind
     public var pseudo: HTTP2PseudoHeader
+    /// Sent as a literal HPACK never adds to its table: a value no later block repeats.
+    public var neverIndexed = false
 }
 
 /// An ordered list of header fields with its own byte storage.
@@ -150,6 +152,29 @@ public final class HTTP2HeaderBlock {
         append(name: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value: value)
     }
 
+    /// A field whose value no later block on the connection repeats (a request id): HPACK
+    /// sends it as a literal instead of filling its table with it.
+    public func append(_ name: StaticString, uniqueValue value: UnsafeBufferPointer<UInt8>) {
+        append(name, bytes: value)
+        entries[count - 1].neverIndexed = true
+    }
+
+    /// A field whose value is a non-negative number, formatted without allocating.
+    public func append(_ name: StaticString, decimal: Int64) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { raw in
+            var remaining = UInt64(max(0, decimal))
+            var start = raw.count
+            repeat {
+                start -= 1
+                raw[start] = UInt8(truncatingIfNeeded: remaining % 10) &+ 0x30
+                remaining /= 10
+            } while remaining > 0
+            append(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
+                   value: UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + start), valueCount: raw.count - start)
+        }
+    }
+
     /// `:status` with a number, formatted without allocating.
     public func appendStatus(_ code: Int) {
         var digits: (UInt8, UInt8, UInt8) = (0, 0, 0)
@@ -186,8 +211,9 @@ public final class HTTP2HeaderBlock {
         storageUsed = valueOffset + valueCount
         let storedName = UnsafePointer(storage + nameOffset)
         let pseudo = HTTP2PseudoHeader.classify(storedName, nameCount)
-        // Stored names are lower-case tokens (lower-cased here, or validated by nghttp2).
-        let kind: HeaderKind = pseudo == .none ? HeaderKind.classifyToken(storedName, nameCount) : .other
+        // Received names are lower-case tokens (validated by nghttp2) whose meaning the proxy
+        // reads; a block built for a submit only goes out, so its fields stay `.other`.
+        let kind: HeaderKind = pseudo == .none && !lowercasingName ? HeaderKind.classifyToken(storedName, nameCount) : .other
         entries[count] = HTTP2HeaderEntry(nameOffset: Int32(nameOffset), nameLength: Int32(nameCount),
                                           valueOffset: Int32(valueOffset), valueLength: Int32(valueCount),
                                           kind: kind, pseudo: pseudo)
@@ -249,7 +275,7 @@ public final class HTTP2HeaderBlock {
             nameValuePairs[index] = nghttp2_nv(
                 name: storage + Int(entry.nameOffset), value: storage + Int(entry.valueOffset),
                 namelen: Int(entry.nameLength), valuelen: Int(entry.valueLength),
-                flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                flags: UInt8(entry.neverIndexed ? NGHTTP2_NV_FLAG_NO_INDEX.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue))
         }
         return body(UnsafePointer(nameValuePairs), count)
     }

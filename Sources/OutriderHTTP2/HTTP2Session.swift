@@ -48,7 +48,7 @@ public final class HTTP2Session {
     /// next frame header or when `mem_recv` returns (see `terminate`).
     private var pendingTermination: HTTP2ErrorCode?
 
-    private var streams: [Int32: HTTP2Stream] = [:]
+    private var streams = StreamTable<HTTP2Stream>()
     /// Body bytes buffered for sending on all streams (submitted, not yet taken by nghttp2).
     public private(set) var bufferedSendTotal = 0
     /// Streams `sendRoom` turned away because of `connectionSendBufferLimit`: told
@@ -87,7 +87,6 @@ public final class HTTP2Session {
                                          perSecond: Double(configuration.controlFrameRatePerSecond))
         // 24 bytes of client preface come before the first frame.
         self.screenSkip = role == .server ? 24 : 0
-        streams.reserveCapacity(Int(min(configuration.maxConcurrentStreams, 1024)) * 2)
         streamPool.reserveCapacity(max(0, configuration.streamPoolLimit))
 
         var options: OpaquePointer?
@@ -105,11 +104,12 @@ public final class HTTP2Session {
         nghttp2_option_set_stream_reset_rate_limit(options, configuration.resetBurst, configuration.resetRatePerSecond)
         // Closed streams are kept only for RFC 7540 priorities, which the proxy does not use.
         nghttp2_option_set_no_closed_streams(options, 1)
-        // Header blocks we send use HPACK's static table and literals only, as nginx's and
-        // HAProxy's encoders do: no 4 KiB dynamic table per connection to search and fill for
-        // every field (a tenth of an h2c request's user-space instructions), a few dozen bytes
-        // more per block on the wire.
-        nghttp2_option_set_max_deflate_dynamic_table_size(options, 0)
+        // A small HPACK table for the blocks we send: the fields every response of an app
+        // repeats (server, content-type, the date of this second) go out as one byte instead of
+        // being Huffman-coded again, 5% of an h2c request's user-space instructions; a request
+        // id, unique per response, is sent never-indexed (`append(_:uniqueValue:)`) so it does not
+        // churn the table. 1 KiB holds a dozen such fields and caps what a connection keeps.
+        nghttp2_option_set_max_deflate_dynamic_table_size(options, 1024)
 
         var created: OpaquePointer?
         let result: Int32
@@ -541,7 +541,7 @@ public final class HTTP2Session {
     /// no slack was left) learn of it here; nghttp2 calls `readData` only for buffered bytes.
     private func windowUpdated(stream: Int32) {
         if stream == 0 {
-            for state in streams.values where state.writerIsBlocked && state.bufferedCount == 0 {
+            for (_, state) in streams where state.writerIsBlocked && state.bufferedCount == 0 {
                 state.writerIsBlocked = false
                 delegate?.http2Session(self, streamWindowOpened: state.id)
             }

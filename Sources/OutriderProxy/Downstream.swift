@@ -5,6 +5,7 @@ import OutriderCore
 import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
+import OutriderHTTP2
 import OutriderPosix
 import OutriderTLS
 
@@ -52,6 +53,9 @@ final class DownstreamConnection: SocketConnection {
     private var parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: 65536, maxHeaders: 100))
     private var head = MessageHead()
     private var headers: HeaderTable?
+    /// The head in `head`/`headers` was recorded as written (`openVirtual`): what parsing it
+    /// would have said, until it is acted on.
+    private var writtenHeadStatus: ParseStatus?
     private var headStartedAt: Int64 = 0
 
     // The exchange in progress.
@@ -189,6 +193,7 @@ final class DownstreamConnection: SocketConnection {
         self.listener = listener
         let limits = listener.listener.limits
         parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: limits.maxHeaderBytes, maxHeaders: limits.maxHeaders))
+        writtenHeadStatus = nil
         phase = .waitingHead
         requestsServed = 0
         exchangeActive = false
@@ -206,8 +211,8 @@ final class DownstreamConnection: SocketConnection {
         isHTTP2 = false
         alpnH2 = false
         let protocols = listener.listener.config.protocols
-        http2Candidate = protocols.contains(.h2c) && listener.listener.config.tls == nil
-        viaTLS = listener.listener.config.tls != nil
+        http2Candidate = protocols.contains(.h2c) && !listener.listener.terminatesTLS
+        viaTLS = listener.listener.terminatesTLS
         originalDestinationBox = nil
         if listener.listener.config.originalDestination,
            let destination = Sys.originalDestination(fd, ipv6: peer.isIPv6),
@@ -226,14 +231,22 @@ final class DownstreamConnection: SocketConnection {
 
     /// An exchange carried by an HTTP/2 stream: `peer` reads the request from the stream and
     /// takes the response; the head is already in the input buffer when `startVirtual` runs.
+    /// `writtenHead`: the request head its writer recorded (`HeadParser.beginWritten`), with what
+    /// parsing the text would have said; the head is acted on without being parsed again.
     func openVirtual(_ virtualPeer: VirtualPeer, peer: PeerAddress, listener: ListenerHandler, viaTLS: Bool,
-                     clientIdentity: [UInt8]?, originalDestination: AddressBox?) {
+                     clientIdentity: [UInt8]?, originalDestination: AddressBox?,
+                     writtenHead: (status: ParseStatus, table: HeaderTable, head: MessageHead)? = nil) {
         fd = SocketConnection.virtualDescriptor
         self.virtualPeer = virtualPeer
         self.peer = peer
         self.listener = listener
-        let limits = listener.listener.limits
-        parser = HeadParser(kind: .request, limits: HeadLimits(maxHeaderBytes: limits.maxHeaderBytes + 4096, maxHeaders: limits.maxHeaders + 8))
+        parser = HeadParser(kind: .request, limits: Self.virtualHeadLimits(listener.listener))
+        if let writtenHead {
+            if let table = headers.take() { worker.releaseHeaderTable(table) }
+            headers = writtenHead.table
+            head = writtenHead.head
+            writtenHeadStatus = writtenHead.status
+        }
         phase = .waitingHead
         requestsServed = 0
         exchangeActive = false
@@ -251,6 +264,12 @@ final class DownstreamConnection: SocketConnection {
         self.viaTLS = viaTLS
         self.clientIdentity = clientIdentity
         originalDestinationBox = originalDestination
+    }
+
+    /// The head limits of an exchange carried by an HTTP/2 stream: its head is written by the
+    /// proxy, which adds a few fields and bytes to what the client sent.
+    static func virtualHeadLimits(_ listener: ListenerRuntime) -> HeadLimits {
+        HeadLimits(maxHeaderBytes: listener.limits.maxHeaderBytes + 4096, maxHeaders: listener.limits.maxHeaders + 8)
     }
 
     func startVirtual() {
@@ -314,6 +333,7 @@ final class DownstreamConnection: SocketConnection {
         endFilters()
         filterContext?.serial &+= 1
         if let table = headers.take() { worker.releaseHeaderTable(table) }
+        writtenHeadStatus = nil
         closeSocket()
         worker.recycle(self)
     }
@@ -533,6 +553,16 @@ final class DownstreamConnection: SocketConnection {
                     return true
                 }
             }
+        }
+        if let status = writtenHeadStatus, let table = headers {
+            writtenHeadStatus = nil
+            if case .failed(let failure) = status {
+                startExchangeForLocalReply()
+                sendLocalReply(failure.replyReason, close: true)
+            } else {
+                handleRequestHead(buffer, table)
+            }
+            return true
         }
         if !parser.isInProgress {
             parser.begin(at: buffer.readerIndex)
@@ -1186,14 +1216,18 @@ final class DownstreamConnection: SocketConnection {
     /// when the client's output has no room yet (the upstream waits for `resumeResponse`).
     func responseHead(_ response: inout MessageHead, _ table: HeaderTable, _ source: ByteBuffer) -> Bool {
         let status = response.status
-        let out = output()
-        let needed = Int(response.headEnd - response.headStart) + 1024
-        if out.writableBytes < needed {
-            if out.readerIndex > 0 && out.capacity - out.readableBytes >= needed {
-                out.compact()
-            } else {
-                waitingForOutputRoom = true
-                return false
+        // An HTTP/2 stream takes the head as fields: no HTTP/1.1 text for it to parse again.
+        let fields = virtualPeer?.responseFields
+        if fields == nil {
+            let out = output()
+            let needed = Int(response.headEnd - response.headStart) + 1024
+            if out.writableBytes < needed {
+                if out.readerIndex > 0 && out.capacity - out.readableBytes >= needed {
+                    out.compact()
+                } else {
+                    waitingForOutputRoom = true
+                    return false
+                }
             }
         }
         if status >= 100 && status < 200 && status != 101 {
@@ -1242,8 +1276,16 @@ final class DownstreamConnection: SocketConnection {
         if !requestBody.isDone { keepAlive = false }
 
         let base = UnsafePointer(source.base)
-        appendStatusLine(out, base: base, response: response)
         let filters = filtersActive ? route?.filters : nil
+        if let fields, let virtualPeer {
+            respondWithFields(fields, virtualPeer, status: status, response: response, table: table, base: base,
+                              filters: filters, bodyless: bodyless, chunked: chunkedToClient)
+            source.consume(Int(response.headEnd) - source.readerIndex)
+            responseBody.start(input: framing, chunkedOutput: chunkedToClient)
+            return true
+        }
+        let out = output()
+        appendStatusLine(out, base: base, response: response)
         for index in 0..<table.count {
             let entry = table[index]
             if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
@@ -1298,6 +1340,32 @@ final class DownstreamConnection: SocketConnection {
             responseBody.start(input: framing, chunkedOutput: chunkedToClient)
         }
         return true
+    }
+
+    /// `responseHead` for an HTTP/2 stream: the same fields, written as fields.
+    private func respondWithFields(_ fields: HTTP2HeaderBlock, _ peer: VirtualPeer, status: Int, response: MessageHead,
+                                   table: HeaderTable, base: UnsafePointer<UInt8>, filters: [any HTTPFilter]?,
+                                   bodyless: Bool, chunked: Bool) {
+        fields.removeAll()
+        fields.appendStatus(status)
+        for index in 0..<table.count {
+            let entry = table[index]
+            if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
+            if let filters, filtersRemove(filters, base + Int(entry.nameStart), Int(entry.nameLength)) { continue }
+            fields.append(name: base + Int(entry.nameStart), nameCount: Int(entry.nameLength),
+                          value: base + Int(entry.valueStart), valueCount: Int(entry.valueLength))
+        }
+        if let meta, !metaRequestID.isEmpty {
+            fields.append("x-request-id", uniqueValue: UnsafeBufferPointer(start: meta.base + metaRequestID.lowerBound, count: metaRequestID.count))
+        }
+        if let filters, let context = filterContext {
+            for filter in filters { filter.encodeHeaders(context) }
+            for lines in context.responseHeaderLines { appendHeaderLines(fields, context.scratch, lines) }
+            if let lines = context.rateLimitLines { appendHeaderLines(fields, context.scratch, lines) }
+        }
+        let hasLength = response.contentLength >= 0 && !response.isChunked && status != 204
+        if hasLength { fields.append("content-length", decimal: response.contentLength) }
+        peer.responseFieldsReady(bodyless: bodyless, chunked: chunked, length: hasLength ? response.contentLength : 0)
     }
 
     /// Moves response body bytes from the upstream's input to the client. Returns the outcome

@@ -20,7 +20,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
     var liveIndex = -1
     private(set) var peer = PeerAddress()
     private var session: HTTP2Session?
-    private var bridges: [Int32: HTTP2StreamBridge] = [:]
+    private var bridges = StreamTable<HTTP2StreamBridge>()
     private var freeBridges: [HTTP2StreamBridge] = []
     /// Streams whose HEADERS arrived in the bytes `session.receive` is working through: their
     /// exchanges start once it returns, so a stream the client resets in the same read (rapid
@@ -123,7 +123,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         // The client is gone: every stream's exchange ends (logged as 499 when unanswered).
         session?.delegate = nil
         session = nil
-        let open = Array(bridges.values)
+        let open = bridges.allValues
         bridges.removeAll()
         for bridge in open { bridge.abandon() }
         if gaugeIndex >= 0 {
@@ -202,7 +202,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
             outputStalledSince = 0
         }
         var timedOut: [HTTP2StreamBridge] = []
-        for bridge in bridges.values {
+        for (_, bridge) in bridges {
             // A stream waiting for its window was stamped when it began to wait.
             if bridge.waitsForWindow {
                 if now - bridge.stalledSince >= timeout { timedOut.append(bridge) }
@@ -360,8 +360,12 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         }
         let bridge = freeBridges.popLast() ?? HTTP2StreamBridge(connection: self)
         let input = buffers.acquire()
-        guard bridge.begin(stream: stream, headers: headers, endStream: endStream, into: input) else {
+        let table = worker.acquireHeaderTable()
+        var head = MessageHead()
+        guard let status = bridge.begin(stream: stream, headers: headers, endStream: endStream, into: input,
+                                        limits: DownstreamConnection.virtualHeadLimits(listener.listener), table: table, head: &head) else {
             buffers.release(input)
+            worker.releaseHeaderTable(table)
             freeBridges.append(bridge)
             replyDirectly(stream, bridge.refusal)
             return
@@ -370,8 +374,9 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         bridges[stream] = bridge
         bridge.exchange = exchange
         exchange.inBuffer = input
-        exchange.openVirtual(bridge, peer: peer, listener: listener, viaTLS: tls != nil || listener.listener.config.tls != nil,
-                             clientIdentity: clientIdentity, originalDestination: originalDestination)
+        exchange.openVirtual(bridge, peer: peer, listener: listener, viaTLS: tls != nil || listener.listener.terminatesTLS,
+                             clientIdentity: clientIdentity, originalDestination: originalDestination,
+                             writtenHead: (status, table, head))
         armIdleDeadline()
         pendingStarts.append((stream, bridge))
     }
@@ -587,9 +592,12 @@ final class HTTP2StreamBridge: VirtualPeer {
 
     private var worker: Worker { connection.worker }
 
-    /// Writes the request head as HTTP/1.1 into `out`. False (with `refusal`) when the request
-    /// cannot be one.
-    func begin(stream: Int32, headers: HTTP2HeaderBlock, endStream: Bool, into out: ByteBuffer) -> Bool {
+    /// Writes the request head as HTTP/1.1 into `out`, recording each part in `table` and
+    /// `head` as it is written (with the checks the exchange's parser would make of the text,
+    /// which then has nothing to parse). Nil (with `refusal`) when the request cannot be one;
+    /// else what the parser would have said: `.complete`, or the failure to answer with.
+    func begin(stream: Int32, headers: HTTP2HeaderBlock, endStream: Bool, into out: ByteBuffer, limits: HeadLimits,
+               table: HeaderTable, head: inout MessageHead) -> ParseStatus? {
         self.stream = stream
         started = false
         body.start(chunked: false, ended: endStream)
@@ -604,19 +612,40 @@ final class HTTP2StreamBridge: VirtualPeer {
         requestIsHead = headers.method == .head
         refusal = .badRequest
         guard let method = headers.methodBytes, let path = headers.path, path.count > 0,
-              path[0] == UInt8(ascii: "/") || (path.count == 1 && path[0] == UInt8(ascii: "*")) else { return false }
+              path[0] == UInt8(ascii: "/") || (path.count == 1 && path[0] == UInt8(ascii: "*")) else { return nil }
         // Room: the head as written plus what is added below; over it, 431 as HTTP/1.1 would.
         refusal = .headersTooLarge
-        guard headers.listSize + 256 < out.writableBytes else { return false }
+        guard headers.listSize + 256 < out.writableBytes else { return nil }
+        var writer = HeadParser(kind: .request, limits: limits)
+        let base = UnsafePointer(out.base)
+        writer.beginWritten(at: out.writerIndex, headers: table, head: &head)
+        let methodStart = out.writerIndex
         out.append(method.baseAddress!, count: method.count)
         out.append(UInt8(ascii: " "))
+        let targetStart = out.writerIndex
         out.append(path.baseAddress!, count: path.count)
         out.append(" HTTP/1.1\r\n")
+        var status = writer.recordWrittenRequestLine(base, methodStart: methodStart, methodLength: method.count,
+                                                     targetStart: targetStart, targetLength: path.count, head: &head)
+        @inline(__always) func field(_ name: UnsafePointer<UInt8>, _ nameCount: Int, _ kind: HeaderKind,
+                                     _ value: UnsafePointer<UInt8>, _ valueCount: Int) {
+            guard status == .needMore else { return }
+            let nameStart = out.writerIndex
+            out.append(name, count: nameCount)
+            out.append(": ")
+            let valueStart = out.writerIndex
+            out.append(value, count: valueCount)
+            out.append("\r\n")
+            status = writer.recordWrittenField(base, nameStart: nameStart, nameLength: nameCount, valueStart: valueStart,
+                                               valueLength: valueCount, kind: kind, headers: table, head: &head)
+        }
+        @inline(__always) func field(_ name: StaticString, _ kind: HeaderKind, _ value: StaticString) {
+            field(name.utf8Start, name.utf8CodeUnitCount, kind, value.utf8Start, value.utf8CodeUnitCount)
+        }
         let authority = headers.authority
         if let authority {
-            out.append("host: ")
-            out.append(authority.baseAddress!, count: authority.count)
-            out.append("\r\n")
+            let name: StaticString = "host"
+            field(name.utf8Start, 4, .host, authority.baseAddress ?? name.utf8Start, authority.count)
         }
         var cookies = 0
         for index in 0..<headers.count {
@@ -631,7 +660,7 @@ final class HTTP2StreamBridge: VirtualPeer {
                 // Nothing waits for a 100 here: the body comes as the window allows.
                 continue
             case .contentLength:
-                guard let length = parseContentLength(value) else { refusal = .badRequest; return false }
+                guard let length = parseContentLength(value) else { refusal = .badRequest; return nil }
                 declaredLength = length
             default:
                 if name.count == 6 && equalsLowercase(name.baseAddress!, 6, "cookie") {
@@ -639,14 +668,13 @@ final class HTTP2StreamBridge: VirtualPeer {
                     continue
                 }
             }
-            out.append(name.baseAddress!, count: name.count)
-            out.append(": ")
-            out.append(value.baseAddress!, count: value.count)
-            out.append("\r\n")
+            field(name.baseAddress!, name.count, entry.kind, value.baseAddress ?? name.baseAddress!, value.count)
         }
-        if cookies > 0 {
+        if cookies > 0 && status == .needMore {
             // RFC 9113 §8.2.3: split cookie fields are one header for HTTP/1.1.
+            let nameStart = out.writerIndex
             out.append("cookie: ")
+            let valueStart = out.writerIndex
             var first = true
             for index in 0..<headers.count where headers[index].pseudo == .none {
                 let name = headers.name(at: index)
@@ -654,23 +682,34 @@ final class HTTP2StreamBridge: VirtualPeer {
                 if !first { out.append("; ") }
                 first = false
                 let value = headers.value(at: index)
-                out.append(value.baseAddress!, count: value.count)
+                out.append(value.baseAddress ?? name.baseAddress!, count: value.count)
             }
+            let valueLength = out.writerIndex - valueStart
             out.append("\r\n")
+            status = writer.recordWrittenField(base, nameStart: nameStart, nameLength: 6, valueStart: valueStart,
+                                               valueLength: valueLength, kind: HeaderKind.classifyToken(base + nameStart, 6),
+                                               headers: table, head: &head)
         }
         if declaredLength < 0 {
             if !endStream {
                 body.chunked = true
-                out.append("transfer-encoding: chunked\r\n")
+                field("transfer-encoding", .transferEncoding, "chunked")
             } else if headers.method == .post || headers.method == .put || headers.method == .patch {
-                out.append("content-length: 0\r\n")
+                field("content-length", .contentLength, "0")
             }
         } else if endStream && declaredLength != 0 {
-            return false
+            refusal = .badRequest
+            return nil
         }
         // One exchange per stream: the exchange ends with its response.
-        out.append("connection: close\r\n\r\n")
-        return out.writableBytes > 0
+        field("connection", .connection, "close")
+        out.append("\r\n")
+        guard out.writableBytes > 0 else {
+            refusal = .headersTooLarge
+            return nil
+        }
+        guard status == .needMore else { return status }
+        return writer.finishWritten(base, headEnd: out.writerIndex, headers: table, head: &head)
     }
 
     func startExchange() {
@@ -850,19 +889,33 @@ final class HTTP2StreamBridge: VirtualPeer {
                              value: UnsafeBufferPointer(start: base + Int(entry.valueStart), count: Int(entry.valueLength)))
             }
         }
-        let bodyless = requestIsHead || status == 204 || status == 304
+        submitResponseFields(bodyless: requestIsHead || status == 204 || status == 304, chunked: head.isChunked,
+                             length: head.contentLength)
+    }
+
+    /// Submits `connection.responseBlock` as the response's HEADERS; the body (if any) follows.
+    private func submitResponseFields(bodyless: Bool, chunked: Bool, length: Int64) {
         trailerCount = 0
-        if bodyless || (!head.isChunked && head.contentLength == 0) {
+        if bodyless || (!chunked && length == 0) {
             responseState = .done
             _ = connection.submitResponse(stream, endStream: true)
-        } else if head.isChunked {
+        } else if chunked {
             responseState = .chunked
             decoder = ChunkedDecoder()
             if !connection.submitResponse(stream, endStream: false) { responseState = .done }
         } else {
-            responseState = .length(max(0, head.contentLength))
+            responseState = .length(max(0, length))
             if !connection.submitResponse(stream, endStream: false) { responseState = .done }
         }
+    }
+
+    override var responseFields: HTTP2HeaderBlock? {
+        guard case .head = responseState else { return nil }
+        return connection.responseBlock
+    }
+
+    override func responseFieldsReady(bodyless: Bool, chunked: Bool, length: Int64) {
+        submitResponseFields(bodyless: bodyless || requestIsHead, chunked: chunked, length: length)
     }
 
     override func connectionClosed() {

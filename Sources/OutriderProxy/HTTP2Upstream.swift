@@ -19,7 +19,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
     let endpointIndex: Int
     private let label: String
     private var session: HTTP2Session?
-    private var streams: [Int32: HTTP2UpstreamStream] = [:]
+    private var streams = StreamTable<HTTP2UpstreamStream>()
     /// Streams whose request head has not been submitted yet.
     private var unsubmitted: [HTTP2UpstreamStream] = []
     private var freeStreams: [HTTP2UpstreamStream] = []
@@ -134,7 +134,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
             routing.metrics.add(routing.metrics.layout.connectFailures + endpointIndex)
         }
         session?.delegate = nil
-        let open = Array(streams.values) + unsubmitted
+        let open = streams.allValues + unsubmitted
         streams.removeAll()
         unsubmitted.removeAll()
         for stream in open {
@@ -166,7 +166,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         state = .ready
         armIdleDeadline()
         for stream in unsubmitted { stream.exchange?.virtualConnected() }
-        for stream in streams.values { stream.exchange?.virtualConnected() }
+        for (_, stream) in streams { stream.exchange?.virtualConnected() }
     }
 
     private func armIdleDeadline() {
@@ -700,6 +700,23 @@ func appendHeaderLine(_ block: HTTP2HeaderBlock, _ line: UnsafePointer<UInt8>, _
     block.append(name: UnsafeBufferPointer(start: line, count: colon),
                  value: UnsafeBufferPointer(start: line + valueStart, count: valueEnd - valueStart))
     return true
+}
+
+/// Appends each "name: value\r\n" line of `range` in `buffer` (lines the proxy wrote itself).
+func appendHeaderLines(_ block: HTTP2HeaderBlock, _ buffer: ByteBuffer, _ range: Range<Int>) {
+    let base = UnsafePointer(buffer.base)
+    var lineStart = range.lowerBound
+    var index = lineStart
+    while index < range.upperBound {
+        if base[index] == 0x0A {
+            var lineEnd = index
+            if lineEnd > lineStart && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+            if lineEnd > lineStart { _ = appendHeaderLine(block, base + lineStart, lineEnd - lineStart) }
+            lineStart = index + 1
+        }
+        index += 1
+    }
+    if lineStart < range.upperBound { _ = appendHeaderLine(block, base + lineStart, range.upperBound - lineStart) }
 }
 
 /// The reason phrase an HTTP/1.1 status line carries for an HTTP/2 answer (which has none).

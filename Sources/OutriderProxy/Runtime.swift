@@ -327,7 +327,10 @@ final class ListenerRuntime: @unchecked Sendable {
     let maxConnectionsPerWorker: Int
     /// TLS termination (listener `tls`); nil = cleartext. Replaced when its files change. A
     /// cleartext listener's connections never take the lock.
-    var tlsContext: TLSServerContext? { config.tls == nil ? nil : currentTLSContext.value }
+    var tlsContext: TLSServerContext? { terminatesTLS ? currentTLSContext.value : nil }
+    /// `config.tls != nil`, kept as a flag: reading the optional struct copies it (and retains
+    /// what it holds), which the per-request paths ask about.
+    let terminatesTLS: Bool
     private let currentTLSContext: SwappableReference<TLSServerContext>
 
     func replaceTLSContext(_ context: TLSServerContext) { currentTLSContext.value = context }
@@ -349,6 +352,7 @@ final class ListenerRuntime: @unchecked Sendable {
         self.index = index
         self.config = config
         name = ByteString(config.name)
+        terminatesTLS = config.tls != nil
         if let tls = config.tls {
             do {
                 currentTLSContext = SwappableReference(try Self.makeTLSContext(tls, protocols: config.protocols))

@@ -1,5 +1,6 @@
 import Glibc
 import OutriderCore
+import OutriderHTTP2
 import OutriderPosix
 import OutriderTLS
 
@@ -26,6 +27,12 @@ class VirtualPeer {
     func outputRoom() -> Int { .max }
     /// The connection closed and forgot this peer.
     func connectionClosed() {}
+    /// Where a proxied response's head goes as fields, for a peer that would only turn the
+    /// HTTP/1.1 text back into fields (an HTTP/2 stream); nil: the head is written to the output.
+    var responseFields: HTTP2HeaderBlock? { nil }
+    /// The head in `responseFields` is complete. What follows in the output is the body:
+    /// chunked when `chunked`, else `length` bytes; nothing when `bodyless`.
+    func responseFieldsReady(bodyless: Bool, chunked: Bool, length: Int64) {}
 }
 
 /// A non-blocking TCP connection registered edge-triggered: `readable`/`writable` remember what

@@ -112,6 +112,12 @@ func parseHead(_ input: [UInt8], kind: HeadParser.Kind = .request, limits: HeadL
             if status != .needMore { break }
         }
     }
+    return snapshotOf(status, buffer: buffer, table: table, head: head, kind: kind)
+}
+
+/// What a parse (or a written head) left in `head` and `table`.
+func snapshotOf(_ status: ParseStatus, buffer: ByteBuffer, table: HeaderTable, head: MessageHead,
+                kind: HeadParser.Kind = .request) -> HeadSnapshot {
     guard status == .complete else { return HeadSnapshot(status: status) }
     var snapshot = HeadSnapshot(status: status)
     if kind == .request {
