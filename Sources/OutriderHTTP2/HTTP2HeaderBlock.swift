@@ -202,7 +202,7 @@ public final class HTTP2HeaderBlock {
         if needed > storageCapacity { growStorage(atLeast: needed) }
         let nameOffset = storageUsed
         if lowercasingName {
-            for index in 0..<nameCount { storage[nameOffset + index] = asciiLowercase(name[index]) }
+            copyLowercasing(from: name, to: storage + nameOffset, count: nameCount)
         } else if nameCount > 0 {
             (storage + nameOffset).update(from: name, count: nameCount)
         }
@@ -233,6 +233,25 @@ public final class HTTP2HeaderBlock {
         }
         count += 1
         listSize += nameCount + valueCount + 32
+    }
+
+    /// ASCII lower-casing, eight bytes at a time (a header name is a dozen bytes or so).
+    private func copyLowercasing(from source: UnsafePointer<UInt8>, to target: UnsafeMutablePointer<UInt8>, count: Int) {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        var index = 0
+        while count - index >= 8 {
+            let word = UnsafeRawPointer(source + index).loadUnaligned(as: UInt64.self)
+            // Per byte, on its low seven bits (no carry can cross into the next byte): the high
+            // bit of `low + 0x3F` is set from "A" up, that of `low + 0x25` above "Z".
+            let low = word & (ones &* 0x7F)
+            let upper = (low &+ ones &* 0x3F) & ~(low &+ ones &* 0x25) & ~word & (ones &* 0x80)
+            UnsafeMutableRawPointer(target + index).storeBytes(of: word | (upper >> 2), as: UInt64.self)
+            index += 8
+        }
+        while index < count {
+            target[index] = asciiLowercase(source[index])
+            index += 1
+        }
     }
 
     private static func parseStatus(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int {

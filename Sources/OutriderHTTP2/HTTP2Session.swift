@@ -30,7 +30,10 @@ import OutriderHTTP
 public final class HTTP2Session {
     public let role: HTTP2Role
     public let configuration: HTTP2Configuration
-    public weak var delegate: (any HTTP2SessionDelegate)?
+    /// The owner of the session, which must set it to nil before it goes away. Not `weak`: a
+    /// weakly referenced object keeps its counts in a side table, and every retain and release
+    /// of the connection (several per request) then took the slow path.
+    public unowned(unsafe) var delegate: (any HTTP2SessionDelegate)?
 
     private var session: OpaquePointer!
     /// The rest of the chunk the last mem_send returned, owned by nghttp2 and valid until the
@@ -849,8 +852,10 @@ private func monotonicSeconds() -> Double {
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
 
-@inline(__always) private func owner(_ userData: UnsafeMutableRawPointer?) -> HTTP2Session {
-    Unmanaged<HTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
+/// Runs `body` on the session behind `user_data` without retaining it (nghttp2 calls back only
+/// from inside the session's own `mem_recv`/`mem_send`, while the session is alive).
+@inline(__always) private func withOwner<Result>(_ userData: UnsafeMutableRawPointer?, _ body: (HTTP2Session) -> Result) -> Result {
+    Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
 }
 
 // The callbacks are plain C functions (no captures); the session comes back through user_data.
@@ -859,30 +864,31 @@ nonisolated(unsafe) private let sessionCallbacks: OpaquePointer = {
     var callbacks: OpaquePointer?
     precondition(nghttp2_session_callbacks_new(&callbacks) == 0, "nghttp2_session_callbacks_new failed")
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
-        owner(userData).onBeginHeaders(frame!)
+        withOwner(userData) { $0.onBeginHeaders(frame!) }
     }
     nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, _, name, nameCount, value, valueCount, _, userData in
-        owner(userData).onHeader(name!, nameCount, value!, valueCount)
+        withOwner(userData) { $0.onHeader(name!, nameCount, value!, valueCount) }
     }
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
-        owner(userData).onFrameReceived(frame!)
+        withOwner(userData) { $0.onFrameReceived(frame!) }
     }
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, count, userData in
-        owner(userData).onDataChunk(streamID, data!, count)
+        withOwner(userData) { $0.onDataChunk(streamID, data!, count) }
     }
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, errorCode, userData in
-        owner(userData).onStreamClose(streamID, errorCode)
+        withOwner(userData) { $0.onStreamClose(streamID, errorCode) }
     }
     nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks) { _, _, userData in
-        owner(userData).onBeginFrame()
+        withOwner(userData) { $0.onBeginFrame() }
     }
     nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
-        owner(userData).onFrameSent(frame!)
+        withOwner(userData) { $0.onFrameSent(frame!) }
     }
     return callbacks!
 }()
 
 private let readStreamData: nghttp2_data_source_read_callback = { _, _, destination, length, flags, source, userData in
-    let state = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr!).takeUnretainedValue()
-    return owner(userData).readData(state, destination!, length, flags!)
+    return Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr!)._withUnsafeGuaranteedRef { state in
+        withOwner(userData) { $0.readData(state, destination!, length, flags!) }
+    }
 }

@@ -126,6 +126,8 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         let open = bridges.allValues
         bridges.removeAll()
         for bridge in open { bridge.abandon() }
+        // Bridges hold their connection strongly: letting them go ends the cycle.
+        freeBridges.removeAll()
         if gaugeIndex >= 0 {
             gaugeMetrics.subtract(gaugeMetrics.layout.downstreamActive + gaugeIndex)
             gaugeIndex = -1
@@ -549,7 +551,9 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
 /// exchange's output while the stream's send buffer is full, which stops the exchange reading
 /// its upstream.
 final class HTTP2StreamBridge: VirtualPeer {
-    unowned(unsafe) let connection: HTTP2DownstreamConnection
+    /// Strong: a `let` the compiler can borrow costs no retain per use, where an unowned one
+    /// is retained around every call (the connection drops its bridges when it closes).
+    let connection: HTTP2DownstreamConnection
     var stream: Int32 = 0
     var exchange: DownstreamConnection?
     /// Why `begin` refused the request.

@@ -93,6 +93,7 @@ func runConnection(_ wire: [UInt8], control: UInt8) {
     let session = try! HTTP2Session(role: .server, configuration: fuzzConfiguration)
     let server = FuzzServer(mode: mode)
     session.delegate = server
+    defer { withExtendedLifetime(server) {} }   // the session's delegate is unowned
     let output = OutputChecker(capacity: mode.pieces == 3 ? 100 : 16 * 1024)
 
     output.drain(session, server)

@@ -129,13 +129,15 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
     }
 
     @Test func closedStreamsArePooledUpToTheLimit() throws {
-        let (client, server, _, serverEvents) = try makePair()
+        let (client, server, clientEvents, serverEvents) = try makePair()
+        defer { withExtendedLifetime(clientEvents) {} }   // the sessions' delegates are unowned
         try roundTrip(100, client, server, serverEvents)
         #expect(client.pooledStreamCount == 64, "the default keeps 64")
 
         var clientConfiguration = HTTP2Configuration()
         clientConfiguration.streamPoolLimit = 100
-        let (bigClient, bigServer, _, bigServerEvents) = try makePair(client: clientConfiguration)
+        let (bigClient, bigServer, bigClientEvents, bigServerEvents) = try makePair(client: clientConfiguration)
+        defer { withExtendedLifetime(bigClientEvents) {} }
         try roundTrip(100, bigClient, bigServer, bigServerEvents)
         #expect(bigClient.pooledStreamCount == 100)
         // The next hundred streams reuse them all: the pool empties while they are open.
@@ -149,7 +151,8 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
         var serverConfiguration = HTTP2Configuration()
         serverConfiguration.initialWindowSize = 16 * 1024
         serverConfiguration.connectionWindowSize = 65_535
-        let (client, server, _, serverEvents) = try makePair(server: serverConfiguration)
+        let (client, server, clientEvents, serverEvents) = try makePair(server: serverConfiguration)
+        defer { withExtendedLifetime(clientEvents) {} }
         serverEvents.consumesImmediately = false
         // Settings first: until the server's SETTINGS are acknowledged, a client may use the
         // protocol's default 65,535-byte window.
@@ -509,6 +512,7 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
         let server = try HTTP2Session(role: .server)
         let events = Recorder()
         server.delegate = events
+        defer { withExtendedLifetime(events) {} }
         // SETTINGS_INITIAL_WINDOW_SIZE 0, then a GET on stream 1.
         let settings = frame(type: 4, payload: [0, 4, 0, 0, 0, 0])
         let encoded = try encodedRequest()
@@ -582,6 +586,7 @@ private func makePair(server serverConfiguration: HTTP2Configuration = HTTP2Conf
             + frame(type: 8, stream: stream) + frame(type: 1, flags: 0x5, stream: stream + 2, payload: [0x82, 0x84, 0x86])
         let events = Recorder()
         server.delegate = events
+        defer { withExtendedLifetime(events) {} }
         guard case .fatal(let failure) = feed(bytes, to: server) else {
             Issue.record("empty DATA flood not detected")
             return

@@ -220,8 +220,14 @@ class _H2FaultProtocol(_H2ServerProtocol):
 
     hold_open = False
     terminated = False
+    # This side sent GOAWAY (a goaway-* fault) and hyper-h2 considers the connection closed:
+    # frames the proxy sent before it saw the GOAWAY (the ACK of our SETTINGS, when the request
+    # came on a new connection) are legal and would only make hyper-h2 raise. Dropped.
+    goaway_sent = False
 
     def data_received(self, data):
+        if self.goaway_sent:
+            return
         if not self.hold_open:
             return super().data_received(data)
         # invalid-frame-hold: one frame at a time, so that what follows the proxy's GOAWAY is
@@ -256,6 +262,7 @@ class _H2FaultProtocol(_H2ServerProtocol):
                 return
             if kind == "goaway-unprocessed":
                 super().handle(ev)
+                self.goaway_sent = True
                 self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=0)
                 self.flush()
                 self.closed = True
@@ -310,6 +317,7 @@ class _H2FaultProtocol(_H2ServerProtocol):
                     await asyncio.sleep((arg or 50) / 1000)
                     await self.send_body(sid, body[i:i + 1], i == len(body) - 1)
             elif kind == "goaway-error":
+                self.goaway_sent = True
                 self.h2.close_connection(ErrorCodes.INTERNAL_ERROR, last_stream_id=sid)
                 self.flush()
                 await asyncio.sleep(0.05)
