@@ -134,7 +134,7 @@ public final class HTTP2HeaderBlock {
 
     /// Appends a field, copying both; the name is lower-cased.
     public func append(name: UnsafePointer<UInt8>, nameCount: Int, value: UnsafePointer<UInt8>, valueCount: Int) {
-        appendField(name: name, nameCount: nameCount, value: value, valueCount: valueCount, lowercasingName: true)
+        appendField(name: name, nameCount: nameCount, value: value, valueCount: valueCount, lowercasingName: true, classifying: false)
     }
 
     public func append(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
@@ -143,13 +143,16 @@ public final class HTTP2HeaderBlock {
                value: value.baseAddress ?? placeholder, valueCount: value.count)
     }
 
+    // Names given as StaticString are the proxy's own and written in lower case.
+
     public func append(_ name: StaticString, _ value: StaticString) {
-        append(name: name.utf8Start, nameCount: name.utf8CodeUnitCount, value: value.utf8Start,
-               valueCount: value.utf8CodeUnitCount)
+        appendField(name: name.utf8Start, nameCount: name.utf8CodeUnitCount, value: value.utf8Start,
+                    valueCount: value.utf8CodeUnitCount, lowercasingName: false, classifying: false)
     }
 
     public func append(_ name: StaticString, bytes value: UnsafeBufferPointer<UInt8>) {
-        append(name: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value: value)
+        appendField(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
+                    value: value.baseAddress ?? name.utf8Start, valueCount: value.count, lowercasingName: false, classifying: false)
     }
 
     /// A field whose value no later block on the connection repeats (a request id): HPACK
@@ -170,8 +173,9 @@ public final class HTTP2HeaderBlock {
                 raw[start] = UInt8(truncatingIfNeeded: remaining % 10) &+ 0x30
                 remaining /= 10
             } while remaining > 0
-            append(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
-                   value: UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + start), valueCount: raw.count - start)
+            appendField(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
+                        value: UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + start), valueCount: raw.count - start,
+                        lowercasingName: false, classifying: false)
         }
     }
 
@@ -185,18 +189,19 @@ public final class HTTP2HeaderBlock {
         }
         let name: StaticString = ":status"
         withUnsafeBytes(of: &digits) { raw in
-            append(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
-                   value: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), valueCount: 3)
+            appendField(name: name.utf8Start, nameCount: name.utf8CodeUnitCount,
+                        value: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), valueCount: 3,
+                        lowercasingName: false, classifying: false)
         }
     }
 
     /// Appends a field as received (nghttp2 has validated it: names are lower-case already).
     func appendReceived(name: UnsafePointer<UInt8>, nameCount: Int, value: UnsafePointer<UInt8>, valueCount: Int) {
-        appendField(name: name, nameCount: nameCount, value: value, valueCount: valueCount, lowercasingName: false)
+        appendField(name: name, nameCount: nameCount, value: value, valueCount: valueCount, lowercasingName: false, classifying: true)
     }
 
     private func appendField(name: UnsafePointer<UInt8>, nameCount: Int, value: UnsafePointer<UInt8>, valueCount: Int,
-                             lowercasingName: Bool) {
+                             lowercasingName: Bool, classifying: Bool) {
         if count == entryCapacity { growEntries() }
         let needed = storageUsed + nameCount + valueCount
         if needed > storageCapacity { growStorage(atLeast: needed) }
@@ -213,7 +218,7 @@ public final class HTTP2HeaderBlock {
         let pseudo = HTTP2PseudoHeader.classify(storedName, nameCount)
         // Received names are lower-case tokens (validated by nghttp2) whose meaning the proxy
         // reads; a block built for a submit only goes out, so its fields stay `.other`.
-        let kind: HeaderKind = pseudo == .none && !lowercasingName ? HeaderKind.classifyToken(storedName, nameCount) : .other
+        let kind: HeaderKind = pseudo == .none && classifying ? HeaderKind.classifyToken(storedName, nameCount) : .other
         entries[count] = HTTP2HeaderEntry(nameOffset: Int32(nameOffset), nameLength: Int32(nameCount),
                                           valueOffset: Int32(valueOffset), valueLength: Int32(valueCount),
                                           kind: kind, pseudo: pseudo)

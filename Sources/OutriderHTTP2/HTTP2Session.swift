@@ -82,9 +82,16 @@ public final class HTTP2Session {
     public private(set) var resetsReceived = 0
     public private(set) var streamsRefusedForHeaderSize = 0
 
-    public init(role: HTTP2Role, configuration: HTTP2Configuration = HTTP2Configuration()) throws(HTTP2SubmitError) {
+    /// Where nghttp2's own allocations come from (nil: malloc); kept as long as the session.
+    private let allocator: HTTP2Allocator?
+
+    /// `allocator`: nghttp2's small per-stream blocks are recycled through it; it must belong
+    /// to the thread that uses this session.
+    public init(role: HTTP2Role, configuration: HTTP2Configuration = HTTP2Configuration(),
+                allocator: HTTP2Allocator? = nil) throws(HTTP2SubmitError) {
         self.role = role
         self.configuration = configuration
+        self.allocator = allocator
         self.resetBucket = TokenBucket(burst: Double(configuration.resetBurst), perSecond: Double(configuration.resetRatePerSecond))
         self.controlBucket = TokenBucket(burst: Double(configuration.controlFrameBurst),
                                          perSecond: Double(configuration.controlFrameRatePerSecond))
@@ -117,8 +124,8 @@ public final class HTTP2Session {
         var created: OpaquePointer?
         let result: Int32
         switch role {
-        case .server: result = nghttp2_session_server_new2(&created, sessionCallbacks, nil, options)
-        case .client: result = nghttp2_session_client_new2(&created, sessionCallbacks, nil, options)
+        case .server: result = nghttp2_session_server_new3(&created, sessionCallbacks, nil, options, allocator?.memory)
+        case .client: result = nghttp2_session_client_new3(&created, sessionCallbacks, nil, options, allocator?.memory)
         }
         guard result == 0, let created else {
             throw HTTP2SubmitError(code: result, description: "creating an nghttp2 session: \(errorText(result))")

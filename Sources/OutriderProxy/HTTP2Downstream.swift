@@ -81,7 +81,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         configuration.maxConcurrentStreams = UInt32(clamping: limits.h2MaxConcurrentStreams)
         configuration.maxHeaderListSize = UInt32(clamping: limits.maxHeaderBytes)
         do {
-            let session = try HTTP2Session(role: .server, configuration: configuration)
+            let session = try HTTP2Session(role: .server, configuration: configuration, allocator: worker.http2Allocator)
             session.delegate = self
             self.session = session
         } catch {

@@ -71,7 +71,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
             }
         }
         do {
-            let session = try HTTP2Session(role: .client)
+            let session = try HTTP2Session(role: .client, allocator: worker.http2Allocator)
             session.delegate = self
             self.session = session
         } catch {

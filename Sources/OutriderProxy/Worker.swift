@@ -6,6 +6,7 @@ import OutriderCore
 import OutriderFilters
 import OutriderHTTP
 import OutriderHTTP1
+import OutriderHTTP2
 import OutriderPosix
 
 /// A handler that may stop short and ask `Worker.resumeLater` to be called again.
@@ -26,6 +27,8 @@ final class Worker: @unchecked Sendable {
     var metrics: WorkerMetrics { routing.metrics }
     let buffers: BufferPool
     let metaBuffers: BufferPool
+    /// nghttp2's per-stream allocations for this worker's HTTP/2 sessions, both directions.
+    let http2Allocator = HTTP2Allocator()
     private var headerTables = HeaderTablePool(tableCapacity: 1, maxRetained: 0)
     /// Scratch for the normalized path while a request head is handled (never held across
     /// events).
@@ -400,6 +403,7 @@ final class Worker: @unchecked Sendable {
         if now >= nextPoolTrim {
             let droppedBytes = buffers.trimUnused(keeping: Self.poolFloor) * buffers.bufferCapacity
                 + metaBuffers.trimUnused(keeping: Self.poolFloor) * metaBuffers.bufferCapacity
+                + http2Allocator.trim(keeping: Self.poolFloor)
             headerTables.trimUnused(keeping: Self.poolFloor)
             // The heap walk stalls the loop for a few milliseconds: only after a real burst
             // (connections that went also freed their objects, which it returns too).
