@@ -395,6 +395,15 @@ public struct HeadParser: Sendable {
             guard !head.isChunked, equalsLowercase(value, valueLength, "chunked") else { return fail(.notImplemented) }
             head.isChunked = true
         case .connection:
+            // The usual values first, without splitting a list.
+            if valueLength == 5 && equalsLowercase(value, 5, "close") {
+                head.connectionClose = true
+                break
+            }
+            if valueLength == 10 && equalsLowercase(value, 10, "keep-alive") {
+                head.connectionKeepAlive = true
+                break
+            }
             forEachListItem(value, valueLength) { item, count in
                 if equalsLowercase(item, count, "close") { head.connectionClose = true }
                 else if equalsLowercase(item, count, "keep-alive") { head.connectionKeepAlive = true }
@@ -521,19 +530,17 @@ func forEachListItem(_ value: UnsafePointer<UInt8>, _ count: Int, _ body: (Unsaf
     }
 }
 
-/// Bytes of `uri-host [":" port]`: unreserved, sub-delims, "%", ":" and the IP-literal brackets.
+/// Bytes of `uri-host [":" port]`: unreserved, sub-delims, "%", ":" and the IP-literal brackets
+/// (a bit per ASCII byte, as `isTokenByte`).
 @inlinable @inline(__always)
 public func isHostByte(_ byte: UInt8) -> Bool {
-    switch byte {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-         UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "!"), UInt8(ascii: "$"),
-         UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"),
-         UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: "%"), UInt8(ascii: ":"), UInt8(ascii: "["),
-         UInt8(ascii: "]"):
-        return true
-    default:
-        return false
+    let word: UInt64
+    switch byte >> 6 {
+    case 0: word = 0x2FFF_7FF2_0000_0000
+    case 1: word = 0x47FF_FFFE_AFFF_FFFE
+    default: word = 0
     }
+    return (word >> UInt64(byte & 63)) & 1 == 1
 }
 
 /// Whether any of the eight bytes of `word` is a control byte (below 0x20, or DEL): exact for

@@ -215,7 +215,7 @@ public final class HTTP2HeaderBlock {
         if valueCount > 0 { (storage + valueOffset).update(from: value, count: valueCount) }
         storageUsed = valueOffset + valueCount
         let storedName = UnsafePointer(storage + nameOffset)
-        let pseudo = HTTP2PseudoHeader.classify(storedName, nameCount)
+        let pseudo = nameCount > 1 && storedName[0] == UInt8(ascii: ":") ? HTTP2PseudoHeader.classify(storedName, nameCount) : .none
         // Received names are lower-case tokens (validated by nghttp2) whose meaning the proxy
         // reads; a block built for a submit only goes out, so its fields stay `.other`.
         let kind: HeaderKind = pseudo == .none && classifying ? HeaderKind.classifyToken(storedName, nameCount) : .other

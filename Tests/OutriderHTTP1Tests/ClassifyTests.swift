@@ -209,3 +209,15 @@ struct ControlByteWordTests {
         }
     }
 }
+
+@Suite("Host bytes")
+struct HostByteTests {
+    /// The bitmap against RFC 3986's sets spelled out: unreserved, sub-delims, "%", ":", "[", "]".
+    @Test func everyByte() {
+        let allowed = Set(Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]".utf8))
+        for value in 0...255 {
+            let byte = UInt8(value)
+            #expect(isHostByte(byte) == allowed.contains(byte), "byte \(value)")
+        }
+    }
+}
