@@ -54,6 +54,7 @@ final class HTTP2DownstreamConnection: SocketConnection, HTTP2SessionDelegate, R
         gaugeMetrics = worker.routing.metrics
         responseTable = HeaderTable(capacity: worker.runtime.maxHeaders + 64)
         super.init(worker: worker)
+        flushesLast = true
     }
 
     var isOutbound: Bool { listener?.listener.config.direction == .outbound }

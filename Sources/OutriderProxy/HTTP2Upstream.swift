@@ -42,6 +42,7 @@ final class HTTP2UpstreamConnection: SocketConnection, HTTP2SessionDelegate {
         label = endpoint.labelString
         scheme = cluster.tlsConfig == nil ? "http" : "https"
         super.init(worker: worker)
+        flushesLast = true
     }
 
     var isReady: Bool { state == .ready }

@@ -52,6 +52,10 @@ class SocketConnection: LoopHandler {
     /// mean "drained" — keep reading until read returns 0.
     final var hangupSeen = false
     final var flushQueued = false
+    /// A connection many exchanges write into (an HTTP/2 connection's streams): flushed after
+    /// the others at the end of a loop iteration, so that what they deliver there goes out
+    /// in the same write (`Worker.endOfIteration`).
+    final var flushesLast = false
     /// Set when a write failed: the connection is going away.
     final var writeFailed = false
     final var lastError: Int32 = 0

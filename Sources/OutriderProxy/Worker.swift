@@ -42,6 +42,8 @@ final class Worker: @unchecked Sendable {
     private var freeUpstreams: [UpstreamConnection] = []
     /// Connections with output to write at the end of this loop iteration.
     private var flushQueue: [SocketConnection] = []
+    /// The same for connections that flush last (`SocketConnection.flushesLast`).
+    private var lastFlushQueue: [SocketConnection] = []
     /// Connections closed while still in `flushQueue`: they go back to the free lists only
     /// after the queue has run. Handed out again at once, the queued flush would reach their
     /// next life — e.g. a send on an upstream socket whose connect is still in progress, a
@@ -92,6 +94,7 @@ final class Worker: @unchecked Sendable {
         accessLog = accessLogSink.map { AccessLogBatch(sink: $0) }
         self.accessLogFormat = accessLogFormat
         flushQueue.reserveCapacity(1024)
+        lastFlushQueue.reserveCapacity(64)
         retryQueue.reserveCapacity(64)
         liveDownstreams.reserveCapacity(1024)
         freeDownstreams.reserveCapacity(1024)
@@ -219,7 +222,11 @@ final class Worker: @unchecked Sendable {
     func queueFlush(_ connection: SocketConnection) {
         guard !connection.flushQueued else { return }
         connection.flushQueued = true
-        flushQueue.append(connection)
+        if connection.flushesLast {
+            lastFlushQueue.append(connection)
+        } else {
+            flushQueue.append(connection)
+        }
     }
 
     /// `handler.resumeWork()` runs in the next loop iteration, with that iteration's events
@@ -256,14 +263,27 @@ final class Worker: @unchecked Sendable {
             }
             retryQueue.removeAll(keepingCapacity: true)
         }
-        var index = 0
-        while index < flushQueue.count {
-            let connection = flushQueue[index]
-            connection.flushQueued = false
-            connection.flush()
-            index += 1
-        }
-        flushQueue.removeAll(keepingCapacity: true)
+        // The streams' exchanges first, then their HTTP/2 connections: flushed first, an
+        // HTTP/2 connection wrote the response heads submitted during the iteration, and again
+        // the bodies its exchanges delivered here (twice the writes to each client).
+        repeat {
+            var index = 0
+            while index < flushQueue.count {
+                let connection = flushQueue[index]
+                connection.flushQueued = false
+                connection.flush()
+                index += 1
+            }
+            flushQueue.removeAll(keepingCapacity: true)
+            index = 0
+            while index < lastFlushQueue.count {
+                let connection = lastFlushQueue[index]
+                connection.flushQueued = false
+                connection.flush()
+                index += 1
+            }
+            lastFlushQueue.removeAll(keepingCapacity: true)
+        } while !flushQueue.isEmpty
         if !closedWhileQueued.isEmpty {
             for connection in closedWhileQueued {
                 if let upstream = connection as? UpstreamConnection {
