@@ -16,10 +16,9 @@ public struct StreamTable<Value: AnyObject> {
 
     public var count: Int { storedCount }
 
-    /// `minimumCapacity` entries fit without the table growing.
-    public init(minimumCapacity: Int = 8) {
-        var slots = 16
-        while slots < minimumCapacity * 2 { slots *= 2 }
+    /// Room for 8 streams; the table doubles as more are open at once (and never shrinks).
+    public init() {
+        let slots = 16
         keys = Array(repeating: 0, count: slots)
         values = Array(repeating: nil, count: slots)
         shift = UInt32(32 - slots.trailingZeroBitCount)

@@ -302,12 +302,17 @@ public struct HeadParser: Sendable {
         case UInt8(ascii: "0"): head.minorVersion = 0
         default: return fail(.badRequest)
         }
-        head.methodStart = Int32(start)
-        head.methodLength = Int32(methodEnd - start)
-        head.method = MethodKind.classify(base + start, methodEnd - start)
+        recordRequestLine(base, methodStart: start, methodEnd: methodEnd, targetStart: targetStart, targetEnd: targetEnd, &head)
+        return .needMore
+    }
+
+    private func recordRequestLine(_ base: UnsafePointer<UInt8>, methodStart: Int, methodEnd: Int, targetStart: Int, targetEnd: Int,
+                                   _ head: inout MessageHead) {
+        head.methodStart = Int32(methodStart)
+        head.methodLength = Int32(methodEnd - methodStart)
+        head.method = MethodKind.classify(base + methodStart, methodEnd - methodStart)
         head.targetStart = Int32(targetStart)
         head.targetLength = Int32(targetEnd - targetStart)
-        return .needMore
     }
 
     private mutating func parseStatusLine(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, _ head: inout MessageHead) -> ParseStatus {
@@ -345,22 +350,8 @@ public struct HeadParser: Sendable {
         while index < end && isTokenByte(base[index]) { index += 1 }
         guard index > start, index < end, base[index] == UInt8(ascii: ":") else { return fail(.badRequest) }
         let nameEnd = index
-        index += 1
-        while index < end && (base[index] == 0x20 || base[index] == 0x09) { index += 1 }
-        let valueStart = index
-        // Eight bytes at a time while no control byte is in sight (HTAB, rare inside a value,
-        // and anything invalid drop to the byte loop, which decides).
-        while end - index >= 8 {
-            if hasControlByte(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
-            index += 8
-        }
-        while index < end {
-            guard isFieldValueByte(base[index]) else { return fail(.badRequest) }
-            index += 1
-        }
-        var valueEnd = end
-        while valueEnd > valueStart && (base[valueEnd - 1] == 0x20 || base[valueEnd - 1] == 0x09) { valueEnd -= 1 }
-        return recordField(base, start, nameEnd, valueStart, valueEnd, kind: HeaderKind.classifyToken(base + start, nameEnd - start),
+        guard let value = trimmedFieldValue(base, nameEnd + 1, end) else { return fail(.badRequest) }
+        return recordField(base, start, nameEnd, value.start, value.end, kind: HeaderKind.classifyToken(base + start, nameEnd - start),
                            headers: headers, head: &head)
     }
 
@@ -449,32 +440,16 @@ public struct HeadParser: Sendable {
         if targetLength > HeadLimits.maxTargetBytes { return fail(.uriTooLong) }
         for index in targetStart..<(targetStart + targetLength) where !isTargetByte(base[index]) { return fail(.badRequest) }
         head.minorVersion = 1
-        head.methodStart = Int32(methodStart)
-        head.methodLength = Int32(methodLength)
-        head.method = MethodKind.classify(base + methodStart, methodLength)
-        head.targetStart = Int32(targetStart)
-        head.targetLength = Int32(targetLength)
+        recordRequestLine(base, methodStart: methodStart, methodEnd: methodStart + methodLength, targetStart: targetStart,
+                          targetEnd: targetStart + targetLength, &head)
         return .needMore
     }
 
     /// A field `name: value` written at the given offsets; `kind` is the name's classification.
     public mutating func recordWrittenField(_ base: UnsafePointer<UInt8>, nameStart: Int, nameLength: Int, valueStart: Int,
                                             valueLength: Int, kind: HeaderKind, headers: HeaderTable, head: inout MessageHead) -> ParseStatus {
-        var index = valueStart
-        let end = valueStart + valueLength
-        while end - index >= 8 {
-            if hasControlByte(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
-            index += 8
-        }
-        while index < end {
-            guard isFieldValueByte(base[index]) else { return fail(.badRequest) }
-            index += 1
-        }
-        var trimmedStart = valueStart
-        var trimmedEnd = end
-        while trimmedStart < trimmedEnd && (base[trimmedStart] == 0x20 || base[trimmedStart] == 0x09) { trimmedStart += 1 }
-        while trimmedEnd > trimmedStart && (base[trimmedEnd - 1] == 0x20 || base[trimmedEnd - 1] == 0x09) { trimmedEnd -= 1 }
-        return recordField(base, nameStart, nameStart + nameLength, trimmedStart, trimmedEnd, kind: kind, headers: headers, head: &head)
+        guard let value = trimmedFieldValue(base, valueStart, valueStart + valueLength) else { return fail(.badRequest) }
+        return recordField(base, nameStart, nameStart + nameLength, value.start, value.end, kind: kind, headers: headers, head: &head)
     }
 
     /// The head ends just before `headEnd` (after its blank line).
@@ -513,6 +488,28 @@ public struct HeadParser: Sendable {
             }
         }
     }
+}
+
+/// The field value in `[start, end)` without the whitespace around it; nil when one of its bytes
+/// cannot be in a field value.
+@inline(__always)
+func trimmedFieldValue(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> (start: Int, end: Int)? {
+    var valueStart = start
+    while valueStart < end && (base[valueStart] == 0x20 || base[valueStart] == 0x09) { valueStart += 1 }
+    // Eight bytes at a time while no control byte is in sight (HTAB, rare inside a value, and
+    // anything invalid drop to the byte loop, which decides).
+    var index = valueStart
+    while end - index >= 8 {
+        if hasControlByte(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
+        index += 8
+    }
+    while index < end {
+        guard isFieldValueByte(base[index]) else { return nil }
+        index += 1
+    }
+    var valueEnd = end
+    while valueEnd > valueStart && (base[valueEnd - 1] == 0x20 || base[valueEnd - 1] == 0x09) { valueEnd -= 1 }
+    return (valueStart, valueEnd)
 }
 
 /// Calls `body` for each comma-separated item with surrounding whitespace trimmed.

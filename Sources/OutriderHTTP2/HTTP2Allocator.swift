@@ -67,9 +67,7 @@ public final class HTTP2Allocator {
     func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
         let index = Self.classIndex(size)
         let base: UnsafeMutableRawPointer
-        if index >= 0, let cached = freeLists[index] {
-            freeLists[index] = cached.load(fromByteOffset: Self.headerSize, as: UnsafeMutableRawPointer?.self)
-            cachedCounts[index] -= 1
+        if index >= 0, let cached = popCached(index) {
             if cachedCounts[index] < lowWater[index] { lowWater[index] = cachedCounts[index] }
             base = cached
         } else {
@@ -80,6 +78,14 @@ public final class HTTP2Allocator {
             base.storeBytes(of: bytes, toByteOffset: 8, as: Int.self)
         }
         return base + Self.headerSize
+    }
+
+    /// The block (its header's address) on top of class `index`'s free list, taken off it.
+    @inline(__always) private func popCached(_ index: Int) -> UnsafeMutableRawPointer? {
+        guard let block = freeLists[index] else { return nil }
+        freeLists[index] = block.load(fromByteOffset: Self.headerSize, as: UnsafeMutableRawPointer?.self)
+        cachedCounts[index] -= 1
+        return block
     }
 
     func release(_ pointer: UnsafeMutableRawPointer?) {
@@ -104,10 +110,10 @@ public final class HTTP2Allocator {
             moved.storeBytes(of: size, toByteOffset: 8, as: Int.self)
             return moved + Self.headerSize
         }
-        if index >= 0 && size <= Self.classSizes[index] { return pointer }
+        let usable = base.load(fromByteOffset: 8, as: Int.self)
+        if index >= 0 && size <= usable { return pointer }
         guard let fresh = allocate(size) else { return nil }
-        let oldSize = base.load(fromByteOffset: 8, as: Int.self)
-        fresh.copyMemory(from: pointer, byteCount: min(oldSize, size))
+        fresh.copyMemory(from: pointer, byteCount: min(usable, size))
         release(pointer)
         return fresh
     }
@@ -119,10 +125,8 @@ public final class HTTP2Allocator {
         var freed = 0
         for index in 0..<Self.classSizes.count {
             var excess = min(lowWater[index], cachedCounts[index] - max(0, keeping))
-            while excess > 0, let block = freeLists[index] {
-                freeLists[index] = block.load(fromByteOffset: Self.headerSize, as: UnsafeMutableRawPointer?.self)
+            while excess > 0, let block = popCached(index) {
                 free(block)
-                cachedCounts[index] -= 1
                 freed += Self.classSizes[index] + Self.headerSize
                 excess -= 1
             }
@@ -133,11 +137,7 @@ public final class HTTP2Allocator {
 
     private func releaseAll() {
         for index in 0..<Self.classSizes.count {
-            while let block = freeLists[index] {
-                freeLists[index] = block.load(fromByteOffset: Self.headerSize, as: UnsafeMutableRawPointer?.self)
-                free(block)
-            }
-            cachedCounts[index] = 0
+            while let block = popCached(index) { free(block) }
             lowWater[index] = 0
         }
     }

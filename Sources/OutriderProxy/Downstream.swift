@@ -235,18 +235,16 @@ final class DownstreamConnection: SocketConnection {
     /// parsing the text would have said; the head is acted on without being parsed again.
     func openVirtual(_ virtualPeer: VirtualPeer, peer: PeerAddress, listener: ListenerHandler, viaTLS: Bool,
                      clientIdentity: [UInt8]?, originalDestination: AddressBox?,
-                     writtenHead: (status: ParseStatus, table: HeaderTable, head: MessageHead)? = nil) {
+                     writtenHead: (status: ParseStatus, table: HeaderTable, head: MessageHead)) {
         fd = SocketConnection.virtualDescriptor
         self.virtualPeer = virtualPeer
         self.peer = peer
         self.listener = listener
         parser = HeadParser(kind: .request, limits: Self.virtualHeadLimits(listener.listener))
-        if let writtenHead {
-            if let table = headers.take() { worker.releaseHeaderTable(table) }
-            headers = writtenHead.table
-            head = writtenHead.head
-            writtenHeadStatus = writtenHead.status
-        }
+        if let table = headers.take() { worker.releaseHeaderTable(table) }
+        headers = writtenHead.table
+        head = writtenHead.head
+        writtenHeadStatus = writtenHead.status
         phase = .waitingHead
         requestsServed = 0
         exchangeActive = false
@@ -1288,8 +1286,7 @@ final class DownstreamConnection: SocketConnection {
         appendStatusLine(out, base: base, response: response)
         for index in 0..<table.count {
             let entry = table[index]
-            if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
-            if let filters, filtersRemove(filters, base + Int(entry.nameStart), Int(entry.nameLength)) { continue }
+            guard forwardsResponseField(entry, base, filters) else { continue }
             out.append(base + Int(entry.nameStart), count: Int(entry.nameLength))
             out.append(": ")
             out.append(base + Int(entry.valueStart), count: Int(entry.valueLength))
@@ -1342,6 +1339,15 @@ final class DownstreamConnection: SocketConnection {
         return true
     }
 
+    /// Whether an upstream response field goes on to the client: not hop-by-hop, not the
+    /// upstream's `x-request-id` (ours replaces it), not removed by a filter.
+    @inline(__always)
+    private func forwardsResponseField(_ entry: HeaderEntry, _ base: UnsafePointer<UInt8>, _ filters: [any HTTPFilter]?) -> Bool {
+        if entry.kind.isHopByHop || entry.kind == .xRequestID { return false }
+        if let filters, filtersRemove(filters, base + Int(entry.nameStart), Int(entry.nameLength)) { return false }
+        return true
+    }
+
     /// `responseHead` for an HTTP/2 stream: the same fields, written as fields.
     private func respondWithFields(_ fields: HTTP2HeaderBlock, _ peer: VirtualPeer, status: Int, response: MessageHead,
                                    table: HeaderTable, base: UnsafePointer<UInt8>, filters: [any HTTPFilter]?,
@@ -1350,8 +1356,7 @@ final class DownstreamConnection: SocketConnection {
         fields.appendStatus(status)
         for index in 0..<table.count {
             let entry = table[index]
-            if entry.kind.isHopByHop || entry.kind == .xRequestID { continue }
-            if let filters, filtersRemove(filters, base + Int(entry.nameStart), Int(entry.nameLength)) { continue }
+            guard forwardsResponseField(entry, base, filters) else { continue }
             fields.append(name: base + Int(entry.nameStart), nameCount: Int(entry.nameLength),
                           value: base + Int(entry.valueStart), valueCount: Int(entry.valueLength))
         }

@@ -1,24 +1,15 @@
+import OutriderCore
 import OutriderHTTP
 import Testing
 @testable import OutriderHTTP2
 
 @Suite("HTTP2Allocator")
 struct HTTP2AllocatorTests {
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Blocks of every class and beyond, reallocated up and down and freed in random order:
     /// each keeps its bytes, none overlaps another (each is filled with its own pattern).
     @Test func blocksKeepTheirBytes() {
         let allocator = HTTP2Allocator(maximumCached: 16)
-        var random = Generator(state: 7)
+        var random = SeededRandom(seed: 7)
         var live: [(pointer: UnsafeMutableRawPointer, size: Int, tag: UInt8)] = []
         func fill(_ pointer: UnsafeMutableRawPointer, _ size: Int, _ tag: UInt8) {
             pointer.initializeMemory(as: UInt8.self, repeating: tag, count: size)

@@ -10,17 +10,6 @@ final class Box {
 /// with keys from a narrow range so that probes collide, wrap and shift back on removal.
 @Suite("StreamTable")
 struct StreamTableTests {
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     func check(_ table: StreamTable<Box>, _ model: [Int32: Box], keys: ClosedRange<Int32>) {
         #expect(table.count == model.count)
         #expect(table.isEmpty == model.isEmpty)
@@ -36,7 +25,7 @@ struct StreamTableTests {
 
     @Test func agreesWithDictionary() {
         for seed in 1...20 {
-            var random = Generator(state: UInt64(seed))
+            var random = SeededRandom(seed: UInt64(seed))
             var table = StreamTable<Box>()
             var model: [Int32: Box] = [:]
             let keys: ClosedRange<Int32> = 1...Int32(8 + seed * 7)

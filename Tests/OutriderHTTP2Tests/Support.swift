@@ -1,5 +1,6 @@
 // A recording delegate and a pump that moves frames between two sessions in memory, the way a
 // connected socket pair would.
+import OutriderCore
 import OutriderHTTP
 import OutriderHTTP2
 
@@ -200,3 +201,10 @@ func frame(type: UInt8, flags: UInt8 = 0, stream: Int32 = 0, payload: [UInt8] = 
 let clientPreface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
 func pattern(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) } }
+
+/// The proxy's own PRNG, seeded, for the randomized tests.
+struct SeededRandom: RandomNumberGenerator {
+    var fast: FastRandom
+    init(seed: UInt64) { fast = FastRandom(seed: seed) }
+    mutating func next() -> UInt64 { fast.next() }
+}
